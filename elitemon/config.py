@@ -1,0 +1,81 @@
+"""Store configuration: where data lives, how durable writes are, and how much memory it may use."""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from elitemon.schema import DEFAULT_MAX_FUTURE_S
+
+DATA_DIR_ENV = "ELITEMON_DATA_DIR"
+SEGMENT_COMPRESSIONS = ("none", "lz4", "zstd", "snappy")
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+class FsyncPolicy(enum.StrEnum):
+    """When the write-ahead log is forced to stable storage.
+
+    Every acknowledged batch has been written to the log file before the acknowledgement, so a
+    killed actor or process loses nothing under any policy: the bytes are in the OS page cache.
+    The policy only decides what survives a crash of the *machine*:
+    ALWAYS fsyncs before each acknowledgement (nothing lost, slowest); INTERVAL fsyncs at most every
+    `fsync_interval_s` (up to that much lost); NEVER leaves it to the OS.
+    """
+
+    ALWAYS = "always"
+    INTERVAL = "interval"
+    NEVER = "never"
+
+
+def default_data_dir() -> Path:
+    """`$ELITEMON_DATA_DIR`, else `~/.elitemon/data`."""
+    configured = os.environ.get(DATA_DIR_ENV)
+    return Path(configured).expanduser() if configured else Path.home() / ".elitemon" / "data"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreConfig:
+    """Settings of a Store; every bound is checked at construction.
+
+    Memory policy at the budget: sealed segments cached in memory are evicted oldest first (they
+    stay on disk and are still queried there); if the unsealed tail alone reaches the budget, the
+    store seals it to disk before accepting more. Acknowledged data is never dropped.
+    """
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    memory_budget_bytes: int = 1 * GiB
+    seal_bytes: int = 64 * MiB
+    seal_age_s: float = 60.0
+    fsync: FsyncPolicy = FsyncPolicy.INTERVAL
+    fsync_interval_s: float = 1.0
+    retention_s: float | None = 30 * 24 * 3600.0
+    max_future_s: float = DEFAULT_MAX_FUTURE_S
+    max_producers: int = 100_000
+    segment_compression: str = "none"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
+        object.__setattr__(self, "fsync", FsyncPolicy(self.fsync))
+        if self.memory_budget_bytes < 16 * MiB:
+            raise ValueError(f"memory_budget_bytes must be at least 16 MiB, but got {self.memory_budget_bytes=}.")
+        if not 0 < self.seal_bytes <= self.memory_budget_bytes // 2:
+            raise ValueError(
+                f"seal_bytes must be positive and at most half the memory budget, but got {self.seal_bytes=}."
+            )
+        if self.seal_age_s <= 0:
+            raise ValueError(f"seal_age_s must be positive, but got {self.seal_age_s=}.")
+        if self.fsync_interval_s <= 0:
+            raise ValueError(f"fsync_interval_s must be positive, but got {self.fsync_interval_s=}.")
+        if self.retention_s is not None and self.retention_s <= 0:
+            raise ValueError(f"retention_s must be positive or None, but got {self.retention_s=}.")
+        if self.max_future_s < 0:
+            raise ValueError(f"max_future_s must not be negative, but got {self.max_future_s=}.")
+        if self.segment_compression not in SEGMENT_COMPRESSIONS:
+            raise ValueError(
+                f"segment_compression must be one of {SEGMENT_COMPRESSIONS}, but got {self.segment_compression=}."
+            )
+        if self.max_producers < 1:
+            raise ValueError(f"max_producers must be at least 1, but got {self.max_producers=}.")
