@@ -1,0 +1,106 @@
+"""The Aggregator actor: the one Store of a Ray cluster, behind a named, restartable actor.
+
+It is created with `get_if_exists=True` under the name `aggregator` in namespace `elitemon`, so every
+driver (the CLI, a Tune callback, a notebook) attaches to the same one. It restarts forever
+(`max_restarts=-1`) and rebuilds itself from the data directory, which is why it is pinned to the
+node that first created it: its segments and log live on that node's disk.
+
+The actor is threaded (`max_concurrency`): the Store guards its own state, so a long query does not
+hold up ingest. Methods stay thin; the work is in `Store` and `elitemon.query`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from elitemon import query
+from elitemon._arrow import sort_by
+from elitemon.config import StoreConfig
+from elitemon.query import Selection
+from elitemon.store import Ack, Health, Store
+
+NAMESPACE = "elitemon"
+NAME = "aggregator"
+MAX_CONCURRENCY = 8
+#: Arrow's allocator (mimalloc) returns freed pages to the OS almost at once by default; at ingest
+#: rates every batch then faults fresh pages in again, and the kernel time spent on that was half
+#: of all CPU time in benchmarks/ingest.py. Keeping freed pages for a second removes it.
+ALLOCATOR_ENV = {"MIMALLOC_PURGE_DELAY": "1000"}
+
+
+class Aggregator:
+    """Ingest and queries over one Store. Create it with `start_aggregator`, not directly."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        self._store = Store(config)
+        self._store.start()
+
+    def ingest(self, table: str, batch: pa.RecordBatch, producer_id: str, seq: int) -> Ack:
+        return self._store.ingest(table, batch, producer_id=producer_id, seq=seq)
+
+    def health(self) -> Health:
+        return self._store.health()
+
+    def seal(self) -> int:
+        """Seal now (normally size and age decide); returns the number of new segments."""
+        return len(self._store.seal())
+
+    def rows(self, selection: Selection, limit: int | None = None) -> pa.Table:
+        """The selected rows of any table, oldest first."""
+        data = sort_by(self._store.scan(selection), ("ts",))
+        return data if limit is None else data.slice(max(0, data.num_rows - limit))
+
+    def downsample(self, selection: Selection, step_s: float, agg: str) -> pa.Table:
+        return query.downsample(self._store.scan(selection), step_s=step_s, agg=agg)
+
+    def latest(self, selection: Selection) -> pa.Table:
+        return query.latest(self._store.scan(selection))
+
+
+def start_aggregator(
+    config: StoreConfig | None = None,
+    *,
+    name: str = NAME,
+    namespace: str = NAMESPACE,
+    detached: bool = False,
+    ready_timeout_s: float = 60.0,
+) -> Any:
+    """Create the aggregator on this node, or return the one already running under `name`.
+
+    `detached=True` lets it outlive the calling driver (what `elitemon start` wants); otherwise it
+    ends with the job that created it. Waits until it answers, so the caller can ingest at once.
+    """
+    config = config or StoreConfig()
+    options: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "get_if_exists": True,
+        "max_restarts": -1,
+        "max_concurrency": MAX_CONCURRENCY,
+        "num_cpus": 0,
+        "scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
+        "runtime_env": {"env_vars": ALLOCATOR_ENV},
+    }
+    if detached:
+        options["lifetime"] = "detached"
+    handle = ray.remote(Aggregator).options(**options).remote(config)
+    ray.get(handle.health.remote(), timeout=ready_timeout_s)
+    return handle
+
+
+class AggregatorNotFound(ValueError):
+    """No aggregator is running under the name asked for."""
+
+
+def get_aggregator(*, name: str = NAME, namespace: str = NAMESPACE) -> Any:
+    """The running aggregator's handle; raises AggregatorNotFound with a hint when there is none."""
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        raise AggregatorNotFound(
+            f"no elitemon aggregator named {name!r} in namespace {namespace!r}; start one with `elitemon start`"
+        ) from None

@@ -1,0 +1,302 @@
+"""`elitemon` on the command line: start, status, query, stop.
+
+`elitemon start` attaches to the Ray cluster at `--address` (default: the running one), or starts a
+local head node with `ray start --head` when there is none, and creates the aggregator there as a
+detached actor, so it keeps running after the command returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv
+import ray
+
+from elitemon import __version__, aggregator
+from elitemon.client import Client, connect, ensure_ray
+from elitemon.config import StoreConfig
+from elitemon.query import Aggregation
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
+_UNIT_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB)?$", re.IGNORECASE)
+_UNIT_BYTES = {None: 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+#: The `ray` command of this interpreter's environment, found even when that environment's bin
+#: directory is not on PATH (as with `.venv/bin/elitemon start`).
+_RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]
+_FILTERS = ("metric", "kind", "source", "node", "type", "agent", "source_agent", "source_node", "param")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90', '30s', '5m', '2h', '1d', '250ms'."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 30s, 5m, 2h)")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def parse_size(text: str) -> int:
+    """Bytes in '1GiB', '512MiB', '1048576'."""
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 512MiB, 1GiB)")
+    unit = match.group(2).lower() if match.group(2) else None
+    return int(float(match.group(1)) * _UNIT_BYTES[unit])
+
+
+def parse_count(text: str) -> int:
+    """A non-negative integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a non-negative integer: {text!r}")
+    return value
+
+
+def parse_time(text: str) -> float:
+    """Epoch seconds from epoch seconds or an ISO 8601 time (UTC unless it says otherwise)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(seconds):
+            raise argparse.ArgumentTypeError(f"not a time: {text!r} (epoch seconds or ISO 8601)")
+        return seconds
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (epoch seconds or ISO 8601)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def parse_generations(text: str) -> tuple[int | None, int | None]:
+    """'5' -> (5, 5); '3:9' -> (3, 9); ':9' and '3:' are open-ended."""
+    low, sep, high = text.partition(":")
+    try:
+        bounds = (int(low), int(low)) if not sep else ((int(low) if low else None), (int(high) if high else None))
+    except ValueError:
+        bounds = (-1, -1)
+    if any(b is not None and b < 0 for b in bounds):
+        raise argparse.ArgumentTypeError(f"not a generation or range: {text!r} (examples: 5, 3:9, 10:)")
+    return bounds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="elitemon", description="Monitoring and analytics for PBT on Ray.")
+    parser.add_argument("--version", action="version", version=f"elitemon {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    start = commands.add_parser("start", help="start (or attach to) the aggregator")
+    _address(start, "Ray cluster to use (default: the running one, else a local one is started)")
+    start.add_argument(
+        "--data-dir", help="where the store keeps its data (default: $ELITEMON_DATA_DIR or ~/.elitemon/data)"
+    )
+    start.add_argument("--memory-budget", type=parse_size, default=None, help="memory budget, e.g. 1GiB")
+    start.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray this command starts")
+    start.add_argument("--smoke", action="store_true", help="write and read back a small data set to check the path")
+
+    status = commands.add_parser("status", help="print the aggregator's health")
+    _address(status, "Ray cluster to use (default: the running one)")
+    status.add_argument("--json", action="store_true", help="print JSON")
+
+    stop = commands.add_parser("stop", help="stop the aggregator (its data stays on disk)")
+    _address(stop, "Ray cluster to use (default: the running one)")
+    stop.add_argument("--ray", action="store_true", help="also stop the local Ray (`ray stop`)")
+
+    query = commands.add_parser("query", help="print a query's result")
+    query.add_argument("what", choices=["samples", "latest", "events", "configs"])
+    _address(query, "Ray cluster to use (default: the running one)")
+    for name in _FILTERS:
+        flag = f"--{name.replace('_', '-')}"
+        query.add_argument(flag, dest=name, action="append", help=f"{name} to keep (repeatable)")
+    since_or_start = query.add_mutually_exclusive_group()
+    since_or_start.add_argument("--since", type=parse_duration, help="only the last DURATION (e.g. 10m)")
+    since_or_start.add_argument("--start", type=parse_time, help="from this time (epoch seconds or ISO 8601)")
+    query.add_argument("--end", type=parse_time, help="until this time (exclusive)")
+    query.add_argument("--generation", type=parse_generations, help="one generation or LOW:HIGH")
+    query.add_argument("--step", type=parse_duration, help="downsample samples to this step (e.g. 30s)")
+    query.add_argument("--agg", choices=[a.value for a in Aggregation], default="mean", help="aggregation for --step")
+    query.add_argument("--limit", type=parse_count, default=None, help="print at most the last N rows")
+    query.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    return parser
+
+
+def _address(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--address", default=None, help=text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"start": _start, "status": _status, "stop": _stop, "query": _query}[args.command](args)
+    except (ConnectionError, ValueError) as error:
+        print(f"elitemon: {error}", file=sys.stderr)
+        return 2
+
+
+def _start(args: argparse.Namespace) -> int:
+    _connect_or_start_ray(args.address, args.num_cpus)
+    options: dict[str, Any] = {}
+    if args.data_dir:
+        options["data_dir"] = args.data_dir
+    if args.memory_budget:
+        options["memory_budget_bytes"] = args.memory_budget
+    config = StoreConfig(**options)
+    handle = aggregator.start_aggregator(config, detached=True)
+    client = Client(handle)
+    health = client.health()
+    if args.data_dir and Path(health.data_dir) != config.data_dir:
+        print(
+            f"elitemon: an aggregator was already running with data dir {health.data_dir}; attached to it "
+            f"(--data-dir {config.data_dir} ignored; `elitemon stop` first to change it)",
+            file=sys.stderr,
+        )
+    print(f"elitemon aggregator running on Ray at {ray.get_runtime_context().gcs_address}")
+    print(f"  data dir: {health.data_dir}   rows: {health.rows}   segments: {health.segments}")
+    return _smoke(client) if args.smoke else 0
+
+
+def _connect_or_start_ray(address: str | None, num_cpus: int | None) -> None:
+    if ray.is_initialized():
+        return
+    if address is not None:
+        ensure_ray(address)
+        return
+    try:
+        ensure_ray("auto")
+        return
+    except ConnectionError:
+        pass
+    # Loopback only: a cluster this command starts for one machine should not listen on the network.
+    command = [*_RAY_CLI, "start", "--head", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
+    if num_cpus is not None:
+        command.append(f"--num-cpus={num_cpus}")
+    print("no running Ray cluster found; starting a local one: ray", " ".join(command[len(_RAY_CLI) :]))
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    ensure_ray("auto")
+
+
+def _smoke(client: Client, agents: int = 64, metrics: int = 16, steps: int = 50) -> int:
+    """Write agents × metrics × steps samples, read them back, and say whether all arrived."""
+    run = uuid.uuid4().hex[:8]
+    now = time.time()
+    producer = client.producer()
+    started = time.perf_counter()
+    for step in range(steps):
+        n = agents * metrics
+        producer.write_columns(
+            "samples",
+            {
+                "ts": np.full(n, now - steps + step),
+                "kind": ["agent"] * n,
+                "node": ["smoke"] * n,
+                "source": [f"smoke-{run}-agent-{i // metrics}" for i in range(n)],
+                "generation": np.full(n, step),
+                "metric": [f"metric_{i % metrics}" for i in range(n)],
+                "value": np.random.default_rng(step).normal(size=n),
+            },
+        )
+    acknowledged = producer.close(timeout=60)
+    elapsed = time.perf_counter() - started
+    sources = [f"smoke-{run}-agent-{i}" for i in range(agents)]
+    rows = client.samples(source=sources, start=now - steps - 1).num_rows
+    points = client.samples(source=sources[:1], metric="metric_0", start=now - steps - 1, step=10, agg="mean")
+    expected = agents * metrics * steps
+    print(f"smoke: wrote {expected} samples in {elapsed:.2f}s, read back {rows}")
+    print(_render(points, "table"))
+    if not acknowledged or rows != expected:
+        print("smoke: FAILED, some samples did not arrive", file=sys.stderr)
+        return 1
+    print("smoke: OK")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    health = connect(args.address or "auto").health()
+    fields = dataclasses.asdict(health)
+    if args.json:
+        print(json.dumps(fields, indent=2))
+    else:
+        width = max(len(k) for k in fields)
+        for key, value in fields.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    ensure_ray(args.address or "auto")
+    handle = aggregator.get_aggregator()
+    ray.kill(handle, no_restart=True)
+    print("elitemon aggregator stopped; its data stays on disk")
+    if args.ray:
+        ray.shutdown()
+        subprocess.run(
+            [*_RAY_CLI, "stop"],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    client = connect(args.address or "auto")
+    table = {"samples": "samples", "latest": "samples", "events": "events", "configs": "configs"}[args.what]
+    filters: dict[str, Any] = {name: getattr(args, name) for name in _FILTERS if getattr(args, name)}
+    start = time.time() - args.since if args.since is not None else args.start
+    bounds = {"start": start, "end": args.end, "generation": args.generation}
+    filters.update({key: value for key, value in bounds.items() if value is not None})
+    if args.step and table != "samples":
+        raise ValueError("--step applies to samples only")
+    if args.what == "latest":
+        result = client.latest(**filters)
+    elif args.what == "samples":
+        result = client.samples(step=args.step, agg=args.agg, **filters)
+    else:
+        result = getattr(client, table)(**filters)
+    if args.limit is not None:
+        result = result.slice(max(0, result.num_rows - args.limit))
+    print(_render(result, args.format))
+    return 0
+
+
+def _render(table: pa.Table, fmt: str) -> str:
+    """A result as an aligned text table, CSV or JSON lines."""
+    if fmt == "csv":
+        sink = pa.BufferOutputStream()
+        pyarrow.csv.write_csv(_plain(table), sink)
+        return sink.getvalue().to_pybytes().decode().rstrip("\n")
+    if fmt == "json":
+        return "\n".join(json.dumps(row, default=str) for row in table.to_pylist())
+    if table.num_rows == 0:
+        return "(no rows)"
+    return table.to_pandas().to_string(index=False)
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """Dictionary columns decoded to strings (CSV writers want plain types)."""
+    columns = [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in table.columns]
+    return pa.table(columns, names=table.column_names)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

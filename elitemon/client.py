@@ -1,0 +1,82 @@
+"""The Python client: the aggregator's queries from a notebook or a script.
+
+import elitemon
+em = elitemon.connect()                       # the running cluster (address="auto")
+em.samples(metric="episode_reward_mean", start=time.time() - 600, step=10)  # Arrow table
+em.latest(kind="node", as_pandas=True)         # pandas DataFrame
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from elitemon import aggregator
+from elitemon.producer import Producer, RaySink
+from elitemon.query import Aggregation, select
+from elitemon.store import Health
+
+
+def ensure_ray(address: str | None = "auto") -> None:
+    """Connect this process to Ray unless it already is. Raises ConnectionError with a hint."""
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address, namespace=aggregator.NAMESPACE, logging_level="WARNING", log_to_driver=False)
+    except ConnectionError as error:
+        raise ConnectionError(
+            f"no Ray cluster at {address!r} ({error}); start one with `elitemon start` or `ray start --head`"
+        ) from None
+
+
+def connect(address: str | None = "auto", *, name: str = aggregator.NAME) -> Client:
+    """A Client for the aggregator of the Ray cluster at `address`."""
+    ensure_ray(address)
+    return Client(aggregator.get_aggregator(name=name), name=name)
+
+
+class Client:
+    """Queries return Arrow tables, or pandas DataFrames with `as_pandas=True`.
+
+    Filters: `start`/`end` (epoch seconds or datetimes, end exclusive), `generation` (one, or an
+    inclusive (low, high) pair), and any identifier column of the table given one value or a list.
+    """
+
+    def __init__(self, handle: Any, *, name: str = aggregator.NAME) -> None:
+        self._handle = handle
+        self._name = name
+
+    def health(self) -> Health:
+        return ray.get(self._handle.health.remote())
+
+    def samples(
+        self, *, step: float | None = None, agg: str | Aggregation = "mean", as_pandas: bool = False, **filters: Any
+    ) -> Any:
+        """Sample rows; with `step` (seconds), one point per series and bucket aggregated by `agg`."""
+        selection = select("samples", **filters)
+        if step is None:
+            return _result(self._handle.rows.remote(selection), as_pandas)
+        return _result(self._handle.downsample.remote(selection, step, Aggregation(agg).value), as_pandas)
+
+    def latest(self, *, as_pandas: bool = False, **filters: Any) -> Any:
+        """The newest sample of each series matching the filters."""
+        return _result(self._handle.latest.remote(select("samples", **filters)), as_pandas)
+
+    def events(self, *, limit: int | None = None, as_pandas: bool = False, **filters: Any) -> Any:
+        """Events (filter by `type`, `agent`, `node`, …), oldest first; `limit` keeps the newest."""
+        return _result(self._handle.rows.remote(select("events", **filters), limit), as_pandas)
+
+    def configs(self, *, as_pandas: bool = False, **filters: Any) -> Any:
+        """Hyperparameter rows (filter by `agent`, `param`, generation, time)."""
+        return _result(self._handle.rows.remote(select("configs", **filters)), as_pandas)
+
+    def producer(self, **options: Any) -> Producer:
+        """A Producer that writes to this aggregator (see Producer for the options)."""
+        return Producer(RaySink(name=self._name, handle=self._handle), **options)
+
+
+def _result(ref: Any, as_pandas: bool) -> Any:
+    table: pa.Table = ray.get(ref)
+    return table.to_pandas() if as_pandas else table

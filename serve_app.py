@@ -1,0 +1,25 @@
+"""The Ray Serve application (`serve run serve_app:app`).
+
+Placeholder until the HTTP API issue: it already binds a deployment that answers the aggregator's
+health as JSON on `/healthz`, so the import path and the Serve wiring exist and are tested.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ray import serve
+
+from elitemon.aggregator import get_aggregator
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
+class ElitemonAPI:
+    async def __call__(self, request) -> dict:
+        if request.url.path.rstrip("/") != "/healthz":
+            return {"error": f"unknown path {request.url.path}; only /healthz exists yet"}
+        health = await get_aggregator().health.remote()
+        return dataclasses.asdict(health)
+
+
+app = ElitemonAPI.bind()
