@@ -54,7 +54,7 @@ class StoreConfig:
     retention_s: float | None = 30 * 24 * 3600.0
     max_future_s: float = DEFAULT_MAX_FUTURE_S
     max_producers: int = 100_000
-    segment_compression: str = "none"
+    segment_compression: str = "lz4"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())

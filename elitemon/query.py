@@ -228,8 +228,7 @@ def _downsample_sorted(
         return buckets, np.maximum.reduceat(values, starts)
     if agg is Aggregation.LAST:
         return buckets, values[ends - 1]
-    q = agg.quantile
-    return buckets, np.array([np.quantile(values[a:b], q) for a, b in zip(starts, ends, strict=True)])
+    return buckets, _segment_quantiles(values, counts, agg.quantile)
 
 
 def latest(data: pa.Table) -> pa.Table:
@@ -274,21 +273,41 @@ def _last_rows(groups: _GroupIds, ts: np.ndarray) -> np.ndarray:
 
 
 def _quantile(groups: _GroupIds, values: np.ndarray, q: float) -> np.ndarray:
-    """Per-group quantile with linear interpolation: sort once by (group, value), then index."""
-    order = np.argsort(values, kind="stable")
-    order = order[np.argsort(groups.ids[order], kind="stable")]
-    sorted_values = values[order]
-    counts = groups.counts()
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    position = q * np.maximum(counts - 1, 0)
+    """Per-group quantile: one stable sort by group id, then quantiles of contiguous segments."""
+    order = np.argsort(groups.ids, kind="stable")
+    return _segment_quantiles(values[order], groups.counts(), q)
+
+
+def _segment_quantiles(values: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
+    """Quantile `q` (linear interpolation) of each consecutive segment of `values`, whose lengths
+    are `counts` (NaN for empty segments).
+
+    The segments are laid out as rows of a grid padded with +inf and sorted along the rows in one
+    call, which is several times faster than a quantile per segment; when the padding would more
+    than double the data (very uneven segments), each segment is sorted on its own instead.
+    """
+    out = np.full(len(counts), np.nan)
+    filled = counts > 0
+    if not filled.any():
+        return out
+    width = int(counts.max())
+    position = q * (counts[filled] - 1)
     below = np.floor(position).astype(np.int64)
-    above = np.minimum(below + 1, np.maximum(counts - 1, 0))
+    above = np.minimum(below + 1, counts[filled] - 1)
     fraction = position - below
-    out = np.full(groups.size, np.nan)
-    has = counts > 0
-    lo = sorted_values[(starts + below)[has]]
-    hi = sorted_values[(starts + above)[has]]
-    out[has] = lo + (hi - lo) * fraction[has]
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))[filled]
+    if filled.sum() * width <= 2 * len(values) + (1 << 20):
+        grid = np.full((int(filled.sum()), width), np.inf)
+        row = np.repeat(np.arange(len(starts)), counts[filled])
+        grid[row, np.arange(len(values)) - np.repeat(starts, counts[filled])] = values
+        grid.sort(axis=1)
+        rows = np.arange(len(starts))
+        low, high = grid[rows, below], grid[rows, above]
+    else:
+        segments = [np.sort(values[a : a + n]) for a, n in zip(starts, counts[filled], strict=True)]
+        low = np.array([s[b] for s, b in zip(segments, below, strict=True)])
+        high = np.array([s[a] for s, a in zip(segments, above, strict=True)])
+    out[filled] = low + (high - low) * fraction
     return out
 
 

@@ -405,3 +405,28 @@ def test_select_builds_the_selection():
     assert (selection.min_generation, selection.max_generation) == (4, 4)
     assert selection.equals == (("metric", ("a", "b")),)
     assert select("samples").expression() is None
+
+
+# ------------------------------------------------------- one series in time order (the fast path)
+
+
+@pytest.mark.parametrize("agg", list(Aggregation))
+def test_downsample_of_one_sorted_series_matches_pandas(agg):
+    rng = np.random.default_rng(7)
+    times = np.sort(T0 + rng.uniform(0, 300, 5_000))  # uneven spacing, some empty buckets
+    table = small_table(list(zip(times.tolist(), rng.normal(size=len(times)).tolist(), strict=True)))
+    expected = pandas_downsample(to_pandas(table), 7.0, agg)
+    assert_frames_match(to_pandas(downsample(table, step_s=7.0, agg=agg)), expected, exact=False)
+
+
+@pytest.mark.parametrize("agg", [Aggregation.P50, Aggregation.P99])
+def test_percentiles_of_very_uneven_buckets_match_pandas(agg):
+    """One crowded bucket beside many single-sample ones takes the per-segment sort."""
+    rng = np.random.default_rng(8)
+    crowded = T0 + rng.uniform(0, 1, 200_000)
+    sparse = T0 + 10 + np.arange(2_000) * 10.0
+    times = np.concatenate([crowded, sparse])
+    table = small_table(list(zip(times.tolist(), rng.normal(size=len(times)).tolist(), strict=True)))
+    expected = pandas_downsample(to_pandas(table), 10.0, agg)
+    for arrangement in (table, table.take(np.argsort(times))):  # generic path, then the fast path
+        assert_frames_match(to_pandas(downsample(arrangement, step_s=10.0, agg=agg)), expected, exact=False)

@@ -237,7 +237,9 @@ class Store:
             for table, chunks in part.tables.items():
                 name = f"{manifest.next_segment:012d}.parquet"
                 manifest.next_segment += 1
-                data = pa.Table.from_batches([c.batch for c in chunks], SCHEMAS[table])
+                # One dictionary per column for the whole segment: with a dictionary per batch the
+                # Parquet writer falls back to plain strings (4x the bytes, 2x slower to write).
+                data = pa.Table.from_batches([c.batch for c in chunks], SCHEMAS[table]).unify_dictionaries()
                 segment = write_segment(self._dir, table, name, data, compression=self._config.segment_compression)
                 written.append((segment, chunks))
         manifest.segments.extend(segment for segment, _ in written)
