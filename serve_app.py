@@ -9,17 +9,19 @@ from __future__ import annotations
 import dataclasses
 
 from ray import serve
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from elitemon.aggregator import get_aggregator
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
 class ElitemonAPI:
-    async def __call__(self, request) -> dict:
+    async def __call__(self, request: Request) -> JSONResponse:
         if request.url.path.rstrip("/") != "/healthz":
-            return {"error": f"unknown path {request.url.path}; only /healthz exists yet"}
+            return JSONResponse({"error": f"unknown path {request.url.path}; only /healthz exists yet"}, 404)
         health = await get_aggregator().health.remote()
-        return dataclasses.asdict(health)
+        return JSONResponse(dataclasses.asdict(health))
 
 
 app = ElitemonAPI.bind()

@@ -106,11 +106,12 @@ class LoadProducer:
         self.bodies, lines = [], []
         for write in range(self.ticks // self.per_write):
             batch = self._batch(write, start_us)
-            values = batch.column(6).to_numpy().reshape(self.per_write, self.agents, self.metrics)
+            # Python floats: repr of a numpy float64 is "np.float64(...)", not a number.
+            values = batch.column(6).to_numpy().reshape(self.per_write, self.agents, self.metrics).tolist()
             for t in range(self.per_write):
                 ts_ns = (start_us + (write * self.per_write + t) * 1000) * 1000
                 for a in range(self.agents):
-                    fields = ",".join(f"metric_{m}={values[t, a, m]!r}" for m in range(self.metrics))
+                    fields = ",".join(f"metric_{m}={values[t][a][m]!r}" for m in range(self.metrics))
                     lines.append(f"pbt,agent=p{self.index}-agent-{a},node=node-{self.index} {fields} {ts_ns}")
             if (write + 1) % writes_per_body == 0:
                 self.bodies.append("\n".join(lines).encode())
@@ -118,6 +119,11 @@ class LoadProducer:
         if lines:
             self.bodies.append("\n".join(lines).encode())
         return sum(len(b) for b in self.bodies)
+
+    def value_sum(self) -> float:
+        """The sum of every value this producer sends: checks that the peer stored the same data."""
+        writes = self.ticks // self.per_write
+        return float(sum(self._batch(w, 0).column(6).to_numpy().sum() for w in range(writes)))
 
     def run_vm(self, port: int) -> dict:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
@@ -184,27 +190,31 @@ def bench_victoria_metrics(args: argparse.Namespace, data_dir: Path) -> dict | N
         started = time.perf_counter()
         ray.get([p.run_vm.remote(port) for p in producers])
         wall = time.perf_counter() - started
+        expected = args.producers * args.ticks * args.agents * args.metrics
+        stored = int(_vm_stored(port, "count_over_time"))
+        total = _vm_stored(port, "sum_over_time")
+        sent = sum(ray.get([p.value_sum.remote() for p in producers]))
+        if not np.isclose(total, sent, rtol=1e-6):
+            raise RuntimeError(f"VictoriaMetrics stored values summing to {total}, but {sent} were sent")
         for producer in producers:
             ray.kill(producer)
-        expected = args.producers * args.ticks * args.agents * args.metrics
-        stored = _vm_count(port, start_us)
         return {"samples": expected, "stored": stored, "seconds": wall, "samples_per_s": expected / wall}
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
-def _vm_count(port: int, start_us: int) -> int:
-    """How many samples VictoriaMetrics holds, after forcing its buffers to storage."""
+def _vm_stored(port: int, function: str) -> float:
+    """`function` over every sample VictoriaMetrics holds, after forcing its buffers to storage."""
     urllib.request.urlopen(f"http://127.0.0.1:{port}/internal/force_flush", timeout=60).read()
-    query = 'sum(count_over_time({__name__=~"pbt_.*"}[2h]))'
+    query = f'sum({function}({{__name__=~"pbt_.*"}}[2h]))'
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query, "time": str(time.time())})
     deadline = time.monotonic() + 30
     while True:
         body = json.loads(urllib.request.urlopen(url, timeout=60).read())
         result = body["data"]["result"]
         if result or time.monotonic() > deadline:
-            return int(float(result[0]["value"][1])) if result else 0
+            return float(result[0]["value"][1]) if result else 0.0
         time.sleep(0.2)
 
 

@@ -5,8 +5,8 @@ driver (the CLI, a Tune callback, a notebook) attaches to the same one. It resta
 (`max_restarts=-1`) and rebuilds itself from the data directory, which is why it is pinned to the
 node that first created it: its segments and log live on that node's disk.
 
-The actor is threaded (`max_concurrency`): the Store guards its own state, so a long query does not
-hold up ingest. Methods stay thin; the work is in `Store` and `elitemon.query`.
+The actor is threaded, with separate thread pools for ingest and for queries (Ray concurrency
+groups); the Store guards its own state. Methods stay thin; the work is in `Store` and `elitemon.query`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from elitemon.store import Ack, Health, Store
 
 NAMESPACE = "elitemon"
 NAME = "aggregator"
-MAX_CONCURRENCY = 8
+#: Separate thread pools, so that ingest blocked by back-pressure never starves health checks and
+#: queries, and a slow query never holds up ingest.
+CONCURRENCY_GROUPS = {"ingest": 4, "query": 4}
 #: Arrow's allocator (mimalloc) returns freed pages to the OS almost at once by default; at ingest
 #: rates every batch then faults fresh pages in again, and the kernel time spent on that was half
 #: of all CPU time in benchmarks/ingest.py. Keeping freed pages for a second removes it.
@@ -39,9 +41,11 @@ class Aggregator:
         self._store = Store(config)
         self._store.start()
 
+    @ray.method(concurrency_group="ingest")
     def ingest(self, table: str, batch: pa.RecordBatch, producer_id: str, seq: int) -> Ack:
         return self._store.ingest(table, batch, producer_id=producer_id, seq=seq)
 
+    @ray.method(concurrency_group="query")
     def health(self) -> Health:
         return self._store.health()
 
@@ -49,14 +53,17 @@ class Aggregator:
         """Seal now (normally size and age decide); returns the number of new segments."""
         return len(self._store.seal())
 
+    @ray.method(concurrency_group="query")
     def rows(self, selection: Selection, limit: int | None = None) -> pa.Table:
         """The selected rows of any table, oldest first."""
         data = sort_by(self._store.scan(selection), ("ts",))
         return data if limit is None else data.slice(max(0, data.num_rows - limit))
 
+    @ray.method(concurrency_group="query")
     def downsample(self, selection: Selection, step_s: float, agg: str) -> pa.Table:
         return query.downsample(self._store.scan(selection), step_s=step_s, agg=agg)
 
+    @ray.method(concurrency_group="query")
     def latest(self, selection: Selection) -> pa.Table:
         return query.latest(self._store.scan(selection))
 
@@ -80,14 +87,13 @@ def start_aggregator(
         "namespace": namespace,
         "get_if_exists": True,
         "max_restarts": -1,
-        "max_concurrency": MAX_CONCURRENCY,
         "num_cpus": 0,
         "scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
         "runtime_env": {"env_vars": ALLOCATOR_ENV},
     }
     if detached:
         options["lifetime"] = "detached"
-    handle = ray.remote(Aggregator).options(**options).remote(config)
+    handle = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(Aggregator).options(**options).remote(config)
     ray.get(handle.health.remote(), timeout=ready_timeout_s)
     return handle
 

@@ -30,6 +30,7 @@ from elitemon import __version__, aggregator
 from elitemon.client import Client, connect, ensure_ray
 from elitemon.config import StoreConfig
 from elitemon.query import Aggregation
+from elitemon.schema import ID_COLUMNS
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNIT_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -38,7 +39,8 @@ _UNIT_BYTES = {None: 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, 
 #: The `ray` command of this interpreter's environment, found even when that environment's bin
 #: directory is not on PATH (as with `.venv/bin/elitemon start`).
 _RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]
-_FILTERS = ("metric", "kind", "source", "node", "type", "agent", "source_agent", "source_node", "param")
+#: Every identifier column of any table, each a `--name` filter flag.
+_FILTERS = tuple(dict.fromkeys(column for columns in ID_COLUMNS.values() for column in columns))
 
 
 def parse_duration(text: str) -> float:
@@ -134,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--end", type=parse_time, help="until this time (exclusive)")
     query.add_argument("--generation", type=parse_generations, help="one generation or LOW:HIGH")
     query.add_argument("--step", type=parse_duration, help="downsample samples to this step (e.g. 30s)")
-    query.add_argument("--agg", choices=[a.value for a in Aggregation], default="mean", help="aggregation for --step")
-    query.add_argument("--limit", type=parse_count, default=None, help="print at most the last N rows")
+    aggregations = [a.value for a in Aggregation]
+    query.add_argument("--agg", choices=aggregations, default=None, help="aggregation for --step (default: mean)")
+    query.add_argument("--limit", type=parse_count, default=None, help="print only the last N rows of the result")
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
     return parser
 
@@ -148,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"start": _start, "status": _status, "stop": _stop, "query": _query}[args.command](args)
-    except (ConnectionError, ValueError) as error:
+    except (ConnectionError, ValueError, subprocess.CalledProcessError, ray.exceptions.RayError) as error:
         print(f"elitemon: {error}", file=sys.stderr)
         return 2
 
@@ -244,35 +247,40 @@ def _status(args: argparse.Namespace) -> int:
 
 def _stop(args: argparse.Namespace) -> int:
     ensure_ray(args.address or "auto")
-    handle = aggregator.get_aggregator()
-    ray.kill(handle, no_restart=True)
-    print("elitemon aggregator stopped; its data stays on disk")
+    try:
+        ray.kill(aggregator.get_aggregator(), no_restart=True)
+        print("elitemon aggregator stopped; its data stays on disk")
+    except aggregator.AggregatorNotFound as error:
+        if not args.ray:
+            raise
+        print(f"elitemon: {error}", file=sys.stderr)
     if args.ray:
+        if args.address:
+            raise ValueError("--ray stops the local Ray only; stop a remote cluster with `ray down`")
         ray.shutdown()
-        subprocess.run(
-            [*_RAY_CLI, "stop"],
-            check=False,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        subprocess.run([*_RAY_CLI, "stop"], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        print("local Ray stopped")
     return 0
 
 
 def _query(args: argparse.Namespace) -> int:
     client = connect(args.address or "auto")
-    table = {"samples": "samples", "latest": "samples", "events": "events", "configs": "configs"}[args.what]
     filters: dict[str, Any] = {name: getattr(args, name) for name in _FILTERS if getattr(args, name)}
     start = time.time() - args.since if args.since is not None else args.start
     bounds = {"start": start, "end": args.end, "generation": args.generation}
     filters.update({key: value for key, value in bounds.items() if value is not None})
-    if args.step and table != "samples":
-        raise ValueError("--step applies to samples only")
+    if args.step is not None and args.what != "samples":
+        raise ValueError("--step applies to `query samples` only")
+    if args.agg is not None and args.step is None:
+        raise ValueError("--agg needs --step")
     if args.what == "latest":
         result = client.latest(**filters)
     elif args.what == "samples":
-        result = client.samples(step=args.step, agg=args.agg, **filters)
+        result = client.samples(step=args.step, agg=args.agg or "mean", **filters)
+    elif args.what == "events":
+        result = client.events(limit=args.limit, **filters)
     else:
-        result = getattr(client, table)(**filters)
+        result = client.configs(**filters)
     if args.limit is not None:
         result = result.slice(max(0, result.num_rows - args.limit))
     print(_render(result, args.format))

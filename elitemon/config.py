@@ -40,9 +40,10 @@ def default_data_dir() -> Path:
 class StoreConfig:
     """Settings of a Store; every bound is checked at construction.
 
-    Memory policy at the budget: sealed segments cached in memory are evicted oldest first (they
-    stay on disk and are still queried there); if the unsealed tail alone reaches the budget, the
-    store seals it to disk before accepting more. Acknowledged data is never dropped.
+    Memory policy at the budget: sealed segments cached in memory are evicted, least recently
+    queried first (they stay on disk and are read back on demand); once the unsealed tail reaches
+    half the budget, the store seals it before accepting more, and refuses batches (StoreBusy,
+    retried by producers) if it cannot. Acknowledged data is never dropped.
     """
 
     data_dir: Path = field(default_factory=default_data_dir)

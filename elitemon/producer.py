@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import shutil
 import tempfile
 import threading
 import time
@@ -43,7 +44,7 @@ from elitemon.schema import (
     table_name,
     validate,
 )
-from elitemon.store import Ack, Store
+from elitemon.store import Ack, Store, StoreBusy
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class StoreSink:
         return future
 
     def is_retryable(self, error: BaseException) -> bool:
-        return isinstance(error, OSError)
+        return isinstance(error, (StoreBusy, OSError))
 
 
 class RaySink:
@@ -97,7 +98,9 @@ class RaySink:
 
     def is_retryable(self, error: BaseException) -> bool:
         if isinstance(error, ray.exceptions.RayTaskError):
-            return False
+            # The aggregator ran and raised: retry only what can pass (busy, or a failed disk write);
+            # a malformed request would fail the same way forever.
+            return isinstance(error.cause, (StoreBusy, OSError))
         if isinstance(error, aggregator.AggregatorNotFound) or (
             isinstance(error, ray.exceptions.RayActorError)
             and not isinstance(error, ray.exceptions.ActorUnavailableError)
@@ -156,8 +159,9 @@ class Producer:
         self,
         sink: Sink,
         *,
-        producer_id: str | None = None,
+        name: str | None = None,
         max_batch_rows: int = 20_000,
+        max_batch_bytes: int = 16 * MiB,
         max_delay_s: float = 0.2,
         max_in_flight: int = 4,
         max_unacked_bytes: int = 64 * MiB,
@@ -167,27 +171,34 @@ class Producer:
     ) -> None:
         if max_batch_rows < 1:
             raise ValueError(f"max_batch_rows must be at least 1, but got {max_batch_rows=}.")
+        if max_batch_bytes < 1:
+            raise ValueError(f"max_batch_bytes must be positive, but got {max_batch_bytes=}.")
         if max_delay_s <= 0:
             raise ValueError(f"max_delay_s must be positive, but got {max_delay_s=}.")
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, but got {max_in_flight=}.")
         if max_unacked_bytes < 1:
             raise ValueError(f"max_unacked_bytes must be positive, but got {max_unacked_bytes=}.")
-        self.producer_id = producer_id or uuid.uuid4().hex
+        # Sequence numbers restart at 0 with every producer, so its id must be new every time: a
+        # restarted writer reusing an old id would have its batches dropped as duplicates.
+        self.producer_id = f"{name}-{uuid.uuid4().hex[:12]}" if name else uuid.uuid4().hex
         self._sink = sink
         self._max_batch_rows = max_batch_rows
+        self._max_batch_bytes = max_batch_bytes
         self._max_delay_s = max_delay_s
         self._max_in_flight = max_in_flight
         self._max_unacked_bytes = max_unacked_bytes
         self._max_backoff_s = max_backoff_s
-        self._spill_dir = Path(spill_dir) if spill_dir else Path(tempfile.gettempdir()) / "elitemon-spill"
+        self._spill_dir = Path(spill_dir) if spill_dir else None  # default: a private temp dir
         self._clock = clock
         self._lock = threading.Condition()
         self._buffers: dict[TableName, list[pa.RecordBatch]] = {t: [] for t in TableName}
         self._buffered_rows: dict[TableName, int] = {t: 0 for t in TableName}
+        self._buffered_bytes: dict[TableName, int] = {t: 0 for t in TableName}
         self._buffer_since: dict[TableName, float | None] = {t: None for t in TableName}
         self._queue: deque[_Outgoing] = deque()
         self._in_flight: dict[int, tuple[_Outgoing, concurrent.futures.Future]] = {}
+        self._sending: dict[int, _Outgoing] = {}  # taken off the queue, being submitted
         self._memory_bytes = 0
         self._next_seq = 0
         self._closed = False
@@ -230,24 +241,30 @@ class Producer:
             if checked.good.num_rows:
                 self._buffers[table].append(checked.good)
                 self._buffered_rows[table] += checked.good.num_rows
+                self._buffered_bytes[table] += checked.good.nbytes
                 if self._buffer_since[table] is None:
                     self._buffer_since[table] = self._clock()
-                if self._buffered_rows[table] >= self._max_batch_rows:
+                if (
+                    self._buffered_rows[table] >= self._max_batch_rows
+                    or self._buffered_bytes[table] >= self._max_batch_bytes
+                ):
                     self._cut(table)
                     self._wake()
         return checked.good.num_rows
 
     def _write_rows_one_by_one(self, table: TableName, rows: Sequence[Mapping[str, Any]]) -> int:
         """Slow path for a list with an unconvertible row: keep every row that converts."""
-        good = []
+        good, bad = [], Counter()
         for row in rows:
             try:
-                good.append(batch_from_rows(table, [row]))
+                batch_from_rows(table, [row])
+                good.append(row)
             except SchemaError as error:
-                with self._lock:
-                    self._counts["rows_written"] += 1
-                    self._count_rejects({f"{error.field}: {error.reason}": 1})
-        return sum(self.write_batch(table, batch) for batch in good)
+                bad[f"{error.field}: {error.reason}"] += 1
+        with self._lock:
+            self._counts["rows_written"] += bad.total()
+            self._count_rejects(bad)
+        return self.write_batch(table, batch_from_rows(table, good)) if good else 0
 
     def _count_rejects(self, reasons: Mapping[str, int]) -> None:
         for reason, count in reasons.items():
@@ -267,7 +284,7 @@ class Producer:
             for table in TableName:
                 self._cut(table)
             self._wake()
-            while self._queue or self._in_flight:
+            while self._queue or self._sending or self._in_flight:
                 remaining = None if deadline is None else deadline - self._clock()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -278,18 +295,24 @@ class Producer:
 
     def close(self, timeout: float | None = 30.0) -> bool:
         """Flush, then stop the sender. Returns False if some batches were still unacknowledged
-        (they stay in the spill directory only if they had been spilled)."""
+        or were refused; unacknowledged ones are lost with the producer (their spill files too)."""
         flushed = self.flush(timeout)
         with self._lock:
             self._closed = True
+            unacked = list(self._queue) + [o for o, _ in self._in_flight.values()]
         self._wake()
         self._thread.join(timeout=5)
+        for outgoing in unacked:
+            if outgoing.spill_path is not None:
+                outgoing.spill_path.unlink(missing_ok=True)
+        if self._spill_dir is not None and self._spill_dir.name.startswith(_PRIVATE_SPILL_PREFIX):
+            shutil.rmtree(self._spill_dir, ignore_errors=True)
         return flushed
 
     def stats(self) -> ProducerStats:
         with self._lock:
             latencies = tuple(self._latencies)
-            unacked = list(self._queue) + [o for o, _ in self._in_flight.values()]
+            unacked = [*self._queue, *self._sending.values(), *(o for o, _ in self._in_flight.values())]
             return ProducerStats(
                 producer_id=self.producer_id,
                 rows_written=self._counts["rows_written"],
@@ -322,6 +345,7 @@ class Producer:
         combined = pa.Table.from_batches(parts, SCHEMAS[table]).combine_chunks()
         self._buffers[table] = []
         self._buffered_rows[table] = 0
+        self._buffered_bytes[table] = 0
         self._buffer_since[table] = None
         for batch in combined.to_batches(max_chunksize=self._max_batch_rows):
             outgoing = _Outgoing(self._next_seq, table, batch.num_rows, batch.nbytes, batch, created)
@@ -338,6 +362,8 @@ class Producer:
             if outgoing.batch is None:
                 continue
             try:
+                if self._spill_dir is None:  # private (0700) and removed on close
+                    self._spill_dir = Path(tempfile.mkdtemp(prefix=_PRIVATE_SPILL_PREFIX))
                 outgoing.spill_path = _spill(self._spill_dir, self.producer_id, outgoing)
             except OSError as error:
                 self._last_spill_error = f"spill failed: {error!r}"
@@ -356,21 +382,31 @@ class Producer:
             )
 
     def _run(self) -> None:
+        """The sender loop. Submitting happens outside the lock: a Ray submit serialises megabytes
+        and may look the actor up, and writers must not wait for that."""
         tick = min(self._max_delay_s / 2, 0.05)
         while True:
+            ready: list[_Outgoing] = []
             with self._lock:
                 try:
                     self._cut_due()
                     self._collect()
-                    self._send()
+                    ready = self._take_ready()
                 except Exception as error:  # keep the sender alive: the data stays queued
                     self._last_error = f"sender: {error!r}"
                     log.exception("elitemon producer %s: sender step failed", self.producer_id)
                 self._lock.notify_all()
-                if self._closed:
+                if self._closed and not ready:
                     return
-            self._activity.wait(tick)
-            self._activity.clear()
+            submitted = [(outgoing, self._submit(outgoing)) for outgoing in ready]
+            with self._lock:
+                for outgoing, future in submitted:
+                    del self._sending[outgoing.seq]
+                    self._in_flight[outgoing.seq] = (outgoing, future)
+                    future.add_done_callback(self._wake)
+            if not submitted:
+                self._activity.wait(tick)
+                self._activity.clear()
 
     def _cut_due(self) -> None:
         now = self._clock()
@@ -388,7 +424,8 @@ class Producer:
                 self._acknowledged(outgoing, future.result())
             elif self._sink.is_retryable(error):
                 outgoing.attempts += 1
-                outgoing.not_before = self._clock() + min(self._max_backoff_s, 0.05 * 2**outgoing.attempts)
+                backoff = 0.05 * 2 ** min(outgoing.attempts, 16)
+                outgoing.not_before = self._clock() + min(self._max_backoff_s, backoff)
                 self._counts["retries"] += 1
                 self._last_error = repr(error)
                 self._queue.appendleft(outgoing)
@@ -410,32 +447,51 @@ class Producer:
         self._forget(outgoing)
 
     def _forget(self, outgoing: _Outgoing) -> None:
-        self._memory_bytes -= outgoing.nbytes
+        if outgoing.batch is not None:
+            self._memory_bytes -= outgoing.nbytes
         if outgoing.spill_path is not None:
             outgoing.spill_path.unlink(missing_ok=True)
 
-    def _send(self) -> None:
+    def _take_ready(self) -> list[_Outgoing]:
+        """Move the batches that may be sent now from the queue to `_sending`, read back from
+        disk if spilled. A spill file that cannot be read is a lost batch: counted as failed."""
+        ready = []
         now = self._clock()
-        while self._queue and len(self._in_flight) < self._max_in_flight:
+        while self._queue and len(self._in_flight) + len(ready) < self._max_in_flight:
             outgoing = self._queue[0]
             if outgoing.not_before > now:
-                return
-            self._queue.popleft()
+                break
             if outgoing.batch is None:
-                outgoing.batch = _unspill(outgoing.spill_path)  # type: ignore[arg-type]
+                try:
+                    outgoing.batch = _unspill(outgoing.spill_path)  # type: ignore[arg-type]
+                except OSError as error:
+                    self._queue.popleft()
+                    self._counts["failed"] += 1
+                    self._last_error = f"spilled batch {outgoing.seq} unreadable: {error!r}"
+                    self._forget(outgoing)
+                    log.error("elitemon producer %s: %s", self.producer_id, self._last_error)
+                    continue
                 self._memory_bytes += outgoing.nbytes
-            try:
-                future = self._sink.submit(outgoing.table, outgoing.batch, self.producer_id, outgoing.seq)
-            except Exception as error:  # lookup failed (aggregator not up yet): retry later
-                future = concurrent.futures.Future()
-                future.set_exception(error)
-            self._in_flight[outgoing.seq] = (outgoing, future)
+            self._queue.popleft()
+            self._sending[outgoing.seq] = outgoing
             self._counts["batches_sent"] += 1
-            future.add_done_callback(self._wake)
+            ready.append(outgoing)
+        return ready
+
+    def _submit(self, outgoing: _Outgoing) -> concurrent.futures.Future:
+        try:
+            return self._sink.submit(outgoing.table, outgoing.batch, self.producer_id, outgoing.seq)
+        except Exception as error:  # e.g. the aggregator cannot be looked up yet: retried
+            future: concurrent.futures.Future = concurrent.futures.Future()
+            future.set_exception(error)
+            return future
 
     def _wake(self, _future: concurrent.futures.Future | None = None) -> None:
         """Wake the sender; never takes the lock (it runs on Ray's callback thread)."""
         self._activity.set()
+
+
+_PRIVATE_SPILL_PREFIX = "elitemon-spill-"
 
 
 def _spill(directory: Path, producer_id: str, outgoing: _Outgoing) -> Path:

@@ -1,14 +1,15 @@
 """Queries over the store: selections that push down to Parquet, and vectorised aggregation.
 
 A `Selection` says which rows of a table are wanted (time range, generation range, and allowed
-values for identifier columns); it becomes one pyarrow compute Expression that filters the in-memory
-buffers and is pushed down into Parquet row groups alike (`Store.scan`).
+values for identifier columns). In memory it prunes whole batches by their time bounds and
+dictionaries before building any row mask (`filter_batch`); on disk it becomes one pyarrow compute
+Expression pushed down into Parquet row groups (`expression`).
 
 Aggregation (`downsample`, `latest`) is pure: Arrow table in, Arrow table out. Rows are mapped to
 dense integer group ids (series × time bucket) straight from the dictionary indices, and each
-aggregate is one numpy segmented reduction over zero-copy views of the Arrow buffers (bincount,
-ufunc.at, a single sort for percentiles), so the cost is a few passes over the data whatever the
-number of series, and nothing loops over rows in Python.
+aggregate is one numpy reduction over views of the Arrow buffers (bincount, ufunc.at, reduceat;
+percentiles sort all groups at once in a padded grid), so the cost is a few passes over the data
+whatever the number of series, and nothing loops over rows in Python.
 """
 
 from __future__ import annotations
@@ -172,8 +173,8 @@ def downsample(data: pa.Table, *, step_s: float, agg: str | Aggregation = Aggreg
     takes the newest row, the one stored later on equal timestamps.
     Returns columns ts, kind, node, source, metric, value, sorted by series then time.
 
-    One series in time order (the usual panel query) takes a fast path: bucket edges are found by
-    binary search and each aggregate is one `ufunc.reduceat`, with no per-row bucket arithmetic.
+    One series in time order (the usual panel query) takes a fast path: each bucket is a run of
+    consecutive rows and each aggregate is one `ufunc.reduceat`, with no grouping at all.
     """
     agg = Aggregation(agg)
     step_us = int(round(step_s * 1e6))
@@ -208,14 +209,12 @@ def downsample(data: pa.Table, *, step_s: float, agg: str | Aggregation = Aggreg
 def _downsample_sorted(
     agg: Aggregation, ts: np.ndarray, values: np.ndarray, step_us: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(bucket numbers, aggregates) of one series whose `ts` is non-decreasing."""
-    low, high = int(ts[0]) // step_us, int(ts[-1]) // step_us
-    edges = np.arange(low, high + 2, dtype=np.int64) * step_us
-    bounds = np.searchsorted(ts, edges)
-    starts, ends = bounds[:-1], bounds[1:]
-    filled = ends > starts
-    buckets = np.arange(low, high + 1, dtype=np.int64)[filled]
-    starts, ends = starts[filled], ends[filled]
+    """(bucket numbers, aggregates) of one series whose `ts` is non-decreasing: each bucket is a
+    contiguous run of rows, found where the bucket number changes (O(rows), whatever the range)."""
+    bucket = ts // step_us
+    starts = np.flatnonzero(np.concatenate(([True], bucket[1:] != bucket[:-1])))
+    ends = np.append(starts[1:], len(ts))
+    buckets = bucket[starts]
     counts = ends - starts
     if agg is Aggregation.COUNT:
         return buckets, counts.astype(np.float64)

@@ -156,6 +156,10 @@ def conform(table: TableName, batch: pa.RecordBatch) -> pa.RecordBatch:
         column = batch.column(index)
         if column.type != target.type:
             column = _cast(target, column)
+        if pa.types.is_dictionary(column.type) and column.dictionary.null_count:
+            # A null *inside* the dictionary hides from null_count and cannot be written to
+            # Parquet: re-encode so that nulls are nulls of the column.
+            column = pc.dictionary_encode(column.dictionary_decode())
         columns.append(column)
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 

@@ -167,6 +167,11 @@ def test_query_step_outside_samples_fails(cli_aggregator, capsys) -> None:
     assert "--step" in capsys.readouterr().err
 
 
+def test_agg_without_step_fails_instead_of_being_ignored(cli_aggregator, capsys) -> None:
+    assert main(["query", "samples", "--agg", "p99"]) == 2
+    assert "--agg needs --step" in capsys.readouterr().err
+
+
 def test_a_bad_duration_is_an_argparse_error(capsys) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["query", "samples", "--since", "soon"])

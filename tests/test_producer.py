@@ -488,3 +488,31 @@ def test_ray_sink_delivers_concurrent_writes_from_threads_once(
     np.testing.assert_array_equal(np.sort(generations), np.sort(expected))
     stats = producer.stats()
     assert stats.rows_acked == total and stats.failed == 0 and stats.unacked_batches == 0
+
+
+def test_an_unreadable_spilled_batch_is_counted_as_failed_not_acknowledged(
+    store: Store, make_producer, tmp_path: Path
+) -> None:
+    spill_dir = tmp_path / "spill"
+    sink = SwitchableSink(store)
+    producer = make_producer(sink, max_batch_rows=50, max_unacked_bytes=1, max_in_flight=1, spill_dir=spill_dir)
+    for first in range(0, 200, 50):
+        producer.write_rows("samples", _rows(50, first=first))
+    _wait_for(lambda: sink.refused >= 2, what="the producer to retry against the down sink")
+    for path in _spill_files(spill_dir):  # e.g. a temp-dir cleaner removed them
+        path.unlink()
+    sink.up.set()
+    assert not producer.flush(timeout=20), "flush must report that rows were lost"
+    stats = producer.stats()
+    assert stats.failed >= 1 and "unreadable" in (stats.last_error or "")
+    assert stats.unacked_batches == 0
+
+
+def test_each_producer_gets_a_fresh_id_even_with_the_same_name(store: Store, make_producer) -> None:
+    first, second = make_producer(StoreSink(store), name="monitor-7"), make_producer(StoreSink(store), name="monitor-7")
+    assert first.producer_id.startswith("monitor-7-") and first.producer_id != second.producer_id
+    first.write_rows("samples", _rows(5))
+    assert first.flush(timeout=10)
+    second.write_rows("samples", _rows(5, first=5))  # seq 0 again, but not a duplicate of first's
+    assert second.flush(timeout=10)
+    assert _generations(store) == list(range(10))

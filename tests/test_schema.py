@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,6 +16,7 @@ from elitemon.schema import (
     MAX_ID_LEN,
     MAX_TEXT_LEN,
     SCHEMAS,
+    TIMESTAMP,
     Kind,
     Reject,
     SchemaError,
@@ -502,3 +504,20 @@ def test_property_accepted_plus_rejected_is_total_and_accepted_are_finite(rows):
     values = np.asarray(checked.good.column("value").to_pylist(), dtype=float)
     assert np.isfinite(values).all()
     assert as_rows(checked.good) == expected_rows(TableName.SAMPLES, [r for r in rows if row_oracle_is_good(r)])
+
+
+def test_a_null_inside_the_dictionary_is_a_null_of_the_column():
+    source = pc.dictionary_encode(pa.array(["a", None, "b"]), null_encoding="encode")
+    assert source.null_count == 0 and source.dictionary.null_count == 1  # the hidden null
+    batch = pa.record_batch(
+        {
+            "ts": pa.array([1_700_000_000_000_000] * 3, pa.int64()).cast(TIMESTAMP),
+            "kind": pa.array(["agent"] * 3).dictionary_encode(),
+            "source": source,
+            "metric": pa.array(["m"] * 3).dictionary_encode(),
+            "value": [1.0, 2.0, 3.0],
+        }
+    )
+    checked = validate(TableName.SAMPLES, batch, now_us=1_700_000_000_000_000)
+    assert checked.rejected == 1 and checked.reasons == {"source: missing (null)": 1}
+    assert checked.good.column("source").dictionary.null_count == 0

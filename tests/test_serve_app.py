@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,4 +33,6 @@ def test_unknown_paths_get_an_error_naming_healthz() -> None:
     api = serve_app.ElitemonAPI.func_or_class()  # the plain class: no Serve, no Ray needed here
     request = SimpleNamespace(url=SimpleNamespace(path="/metrics"))
     answer = asyncio.run(api(request))
-    assert "/metrics" in answer["error"] and "/healthz" in answer["error"]
+    assert answer.status_code == 404
+    error = json.loads(answer.body)["error"]
+    assert "/metrics" in error and "/healthz" in error

@@ -43,9 +43,6 @@ class Segment:
     def path(self, data_dir: Path) -> Path:
         return data_dir / "segments" / self.table.value / self.name
 
-    def overlaps(self, start_us: int | None, end_us: int | None) -> bool:
-        return (start_us is None or self.max_ts >= start_us) and (end_us is None or self.min_ts < end_us)
-
 
 @dataclass
 class Manifest:

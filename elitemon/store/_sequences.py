@@ -6,6 +6,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Applied sequence numbers kept above the first gap, per producer.
+MAX_GAP_WINDOW = 4096
+
 
 @dataclass
 class _Window:
@@ -26,6 +29,11 @@ class _Window:
         if seq <= self.contiguous:
             return
         self.above.add(seq)
+        if len(self.above) > MAX_GAP_WINDOW:
+            # The oldest gap is a batch its producer gave up on (refused, or lost with a dead
+            # process): in-order delivery with a few batches in flight never leaves a gap this
+            # old. Close it so the window stays bounded.
+            self.contiguous = min(self.above) - 1
         while self.contiguous + 1 in self.above:
             self.contiguous += 1
             self.above.discard(self.contiguous)

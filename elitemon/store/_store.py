@@ -7,19 +7,23 @@ sequence and appends the rows to the hot buffer; only then does it return the ac
 the lock (ingest and queries go on meanwhile), then publishes a new manifest and drops the sealed
 log generations. Sealed data stays cached in memory until the memory budget needs the room.
 
-Threads: all state is guarded by `_lock`; sealing and retention are serialised by `_seal_lock`. Arrow
-data is immutable, so queries copy references under the lock and compute outside it.
+Threads: state is guarded by `_lock`; sealing and retention are serialised by `_seal_lock`, and the
+manifest is only replaced while holding both. Arrow data is immutable, so queries copy references
+under the lock and compute outside it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from pathlib import Path
+from typing import IO, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -96,16 +100,26 @@ class _Pending:
     wal_generation: int
     tables: dict[TableName, list[_Chunk]]
     nbytes: int
+    sequences: dict  # applied sequences at the freeze: exactly what the log up to here holds
+
+
+class StoreBusy(RuntimeError):
+    """The store cannot take a batch right now (it needs to seal first and could not); retry."""
 
 
 class Store:
-    """The time-series store of one aggregator. Pure Python and Arrow: no Ray in here."""
+    """The time-series store of one aggregator. Pure Python and Arrow: no Ray in here.
+
+    One Store owns its data directory: a second one on the same directory (another process, or
+    this one) is refused, since both would write the same log and segments.
+    """
 
     def __init__(self, config: StoreConfig, *, clock: Callable[[], float] = time.time) -> None:
         self._config = config
         self._clock = clock
         self._dir = config.data_dir
         self._dir.mkdir(parents=True, exist_ok=True)
+        self._dir_lock = _lock_directory(self._dir)
         self._lock = threading.RLock()
         self._seal_lock = threading.Lock()
         self._hot: dict[TableName, list[_Chunk]] = {t: [] for t in TableName}
@@ -159,6 +173,7 @@ class Store:
             if self._sequences.seen(producer_id, seq):
                 self._duplicates += 1
                 return Ack(producer_id, seq, accepted=0, duplicate=True)
+        self._make_room()
         checked = validate(table, batch, now_us=int(self._clock() * 1e6), max_future_s=self._config.max_future_s)
         with self._lock:
             if self._sequences.seen(producer_id, seq):  # a concurrent resend won the race
@@ -194,14 +209,28 @@ class Store:
         if self._hot_since is None:
             self._hot_since = time.monotonic()
 
-    def _request_seal(self) -> None:
-        """Let the background worker seal; without one (or past the budget) seal right here."""
+    def _make_room(self) -> None:
+        """Back-pressure, before anything is applied: once unsealed data reaches half the budget,
+        seal it here; if that fails, refuse the batch with StoreBusy (the producer retries)."""
         with self._lock:
             unsealed = self._hot_bytes + sum(p.nbytes for p in self._pending)
-        if self._worker is not None and unsealed < self._config.memory_budget_bytes // 2:
-            self._wake.set()
-        else:
+        if unsealed < self._config.memory_budget_bytes // 2:
+            return
+        try:
             self.seal()
+        except Exception as error:
+            raise StoreBusy(f"unsealed data is at half the memory budget and sealing failed: {error!r}") from error
+
+    def _request_seal(self) -> None:
+        """The batch is applied and acknowledged whatever happens here: the background worker
+        seals, or without one the caller does, and a failure is recorded (`last_error`), not raised."""
+        if self._worker is not None:
+            self._wake.set()
+            return
+        try:
+            self.seal()
+        except Exception:
+            pass  # recorded by seal(); the data is safe in the log and retried at the next seal
 
     # ---------------------------------------------------------------- sealing
 
@@ -224,11 +253,10 @@ class Store:
         if not self._hot_rows:
             return
         tables = {t: chunks for t, chunks in self._hot.items() if chunks}
-        self._pending.append(_Pending(self._wal.rotate(), tables, self._hot_bytes))
+        self._pending.append(_Pending(self._wal.rotate(), tables, self._hot_bytes, self._sequences.snapshot()))
         self._hot = {t: [] for t in TableName}
         self._hot_rows = self._hot_bytes = 0
         self._hot_since = None
-        self._manifest_sequences = self._sequences.snapshot()
 
     def _publish(self, pending: list[_Pending]) -> list[Segment]:
         manifest = replace(self._manifest, segments=list(self._manifest.segments))
@@ -244,7 +272,7 @@ class Store:
                 written.append((segment, chunks))
         manifest.segments.extend(segment for segment, _ in written)
         manifest.wal_generation = pending[-1].wal_generation + 1
-        manifest.sequences = self._manifest_sequences
+        manifest.sequences = pending[-1].sequences
         manifest.save(self._dir)
         with self._lock:
             self._manifest = manifest
@@ -271,15 +299,21 @@ class Store:
 
     def maintain(self) -> None:
         """Periodic work: fsync by policy, seal by size or age, apply retention, fit the budget."""
+        handles: list[int] = []
         with self._lock:
             if (
                 self._config.fsync is FsyncPolicy.INTERVAL
                 and time.monotonic() - self._last_sync >= self._config.fsync_interval_s
             ):
-                self._wal.sync()
+                handles = self._wal.sync_handles()
                 self._last_sync = time.monotonic()
             age = 0.0 if self._hot_since is None else time.monotonic() - self._hot_since
             seal_due = self._hot_bytes >= self._config.seal_bytes or age >= self._config.seal_age_s
+        for fd in handles:  # outside the lock: ingest and queries go on during the fsync
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         if seal_due:
             self.seal()
         self.apply_retention()
@@ -333,6 +367,7 @@ class Store:
             self._worker = None
         with self._lock:
             self._wal.close()
+        self._dir_lock.close()
 
     # ---------------------------------------------------------------- reading
 
@@ -361,11 +396,15 @@ class Store:
         schema = SCHEMAS[table]
         pieces = []
         for source in sources:
-            chunks = self._load_into_cache(source) if isinstance(source, Segment) else source
-            if chunks is None:  # too big to cache: let Parquet filter it
-                dataset = ds.dataset([str(source.path(self._dir))], schema=schema, format="parquet")
-                pieces.append(dataset.to_table(filter=selection.expression()))
-                continue
+            try:
+                chunks = self._load_into_cache(source) if isinstance(source, Segment) else source
+                if chunks is None:  # too big to cache: let Parquet filter it
+                    dataset = ds.dataset([str(source.path(self._dir))], schema=schema, format="parquet")
+                    pieces.append(dataset.to_table(filter=selection.expression()))
+                    continue
+            except FileNotFoundError:
+                continue  # deleted by retention since the plan was made: expired rows
+
             selected = (selection.filter_batch(*chunk) for chunk in chunks)
             pieces.append(pa.Table.from_batches([b for b in selected if b is not None], schema))
         return pa.concat_tables(pieces)
@@ -413,6 +452,18 @@ class Store:
                 last_error=self._last_error,
                 data_dir=str(self._dir),
             )
+
+
+def _lock_directory(directory: Path) -> IO[bytes]:
+    """Hold an exclusive lock on `directory` for this Store's life (released when closed or when
+    the process dies); raise if another Store holds it."""
+    handle = open(directory / "LOCK", "wb")  # noqa: SIM115 - kept open to hold the lock
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RuntimeError(f"{directory} is in use by another elitemon store") from None
+    return handle
 
 
 def _nbytes(chunks: list[_Chunk]) -> int:

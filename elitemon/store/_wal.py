@@ -12,6 +12,7 @@ torn last message; replay reads up to it and ignores the rest, which was never a
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -23,13 +24,13 @@ import pyarrow as pa
 from elitemon.schema import SCHEMAS, TableName
 
 _SUFFIX = ".arrows"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class LoggedBatch:
     """One batch read back from the log."""
 
-    generation: int
     table: TableName
     batch: pa.RecordBatch
     producer_id: str
@@ -44,32 +45,55 @@ class WriteAheadLog:
         self._generation = generation
         self._sinks: dict[TableName, tuple[pa.OSFile, pa.ipc.RecordBatchStreamWriter]] = {}
         self._dirty = False
+        self._new_entries: set[Path] = set()  # files and folders whose directory entry is unsynced
         directory.mkdir(parents=True, exist_ok=True)
 
-    @property
-    def generation(self) -> int:
-        return self._generation
-
     def append(self, table: TableName, batch: pa.RecordBatch, producer_id: str, seq: int) -> None:
+        """Log one batch. If the write fails, the generation is abandoned (a later batch after a
+        torn message would be unreadable) and the error raised: the batch was not logged."""
         _, writer = self._sink(table)
-        writer.write_batch(batch, custom_metadata={"producer_id": producer_id, "seq": str(seq)})
+        try:
+            writer.write_batch(batch, custom_metadata={"producer_id": producer_id, "seq": str(seq)})
+        except BaseException:
+            self._abandon()
+            raise
         self._dirty = True
 
     def sync(self) -> None:
-        """Force the current generation's files to stable storage (fsync)."""
-        if not self._dirty:
-            return
-        for sink, _ in self._sinks.values():
-            os.fsync(sink.fileno())
+        """Force what was logged, and the new files' directory entries, to stable storage."""
+        for fd in self.sync_handles():
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def sync_handles(self) -> list[int]:
+        """Duplicated descriptors to fsync (then close) without holding the caller's lock: a
+        rotation may close the originals meanwhile, the duplicates stay valid."""
+        if not self._dirty and not self._new_entries:
+            return []
+        handles = [os.dup(sink.fileno()) for sink, _ in self._sinks.values()] if self._dirty else []
+        handles += [os.open(path, os.O_RDONLY) for path in self._new_entries if path.exists()]
         self._dirty = False
+        self._new_entries.clear()
+        return handles
 
     def rotate(self) -> int:
-        """Close the current generation and start the next; returns the closed generation."""
-        self.sync()
+        """Close the current generation and start the next; returns the closed generation.
+
+        No fsync here: a closed generation is deleted once its rows are sealed in durable
+        segments, and until then it is as durable as the fsync policy made it."""
         self._close_sinks()
         closed = self._generation
         self._generation += 1
         return closed
+
+    def _abandon(self) -> None:
+        try:
+            self._close_sinks()
+        except Exception:  # the stream is already broken; closing it may fail too
+            self._sinks.clear()
+        self._generation += 1
 
     def remove_before(self, generation: int) -> None:
         """Delete every generation older than `generation` (their data is sealed)."""
@@ -78,7 +102,13 @@ class WriteAheadLog:
                 shutil.rmtree(path, ignore_errors=True)
 
     def bytes_on_disk(self) -> int:
-        return sum(f.stat().st_size for _, path in _generations(self._directory) for f in path.iterdir())
+        total = 0
+        for _, path in _generations(self._directory):
+            try:
+                total += sum(f.stat().st_size for f in path.iterdir())
+            except FileNotFoundError:  # removed by a seal meanwhile
+                continue
+        return total
 
     def close(self) -> None:
         self.sync()
@@ -88,7 +118,10 @@ class WriteAheadLog:
         sink = self._sinks.get(table)
         if sink is None:
             folder = self._directory / f"{self._generation:012d}"
-            folder.mkdir(parents=True, exist_ok=True)
+            if not folder.exists():
+                folder.mkdir(parents=True)
+                self._new_entries.add(self._directory)
+            self._new_entries.add(folder)
             path = folder / f"{table.value}{_SUFFIX}"
             if path.exists():
                 # A generation number is never reused after recovery (see replay), so an existing
@@ -113,7 +146,7 @@ def replay(directory: Path, from_generation: int) -> Iterator[LoggedBatch]:
         for table in TableName:
             file = path / f"{table.value}{_SUFFIX}"
             if file.exists():
-                yield from _read_stream(number, table, file)
+                yield from _read_stream(table, file)
 
 
 def last_generation(directory: Path) -> int | None:
@@ -121,7 +154,7 @@ def last_generation(directory: Path) -> int | None:
     return max(numbers) if numbers else None
 
 
-def _read_stream(generation: int, table: TableName, path: Path) -> Iterator[LoggedBatch]:
+def _read_stream(table: TableName, path: Path) -> Iterator[LoggedBatch]:
     try:
         reader = pa.ipc.open_stream(pa.memory_map(str(path)))
     except (pa.ArrowInvalid, OSError):
@@ -131,10 +164,12 @@ def _read_stream(generation: int, table: TableName, path: Path) -> Iterator[Logg
             batch, metadata = reader.read_next_batch_with_custom_metadata()
         except StopIteration:
             return
-        except (pa.ArrowInvalid, OSError):
-            return  # torn tail from a crash mid-write: that batch was never acknowledged
+        except (pa.ArrowInvalid, OSError) as error:
+            # A torn tail from a crash mid-write: that batch was never acknowledged. (A failed
+            # write abandons its generation, so nothing acknowledged can follow a torn message.)
+            log.warning("write-ahead log %s ends in a torn message (%s); replayed up to it", path, error)
+            return
         yield LoggedBatch(
-            generation,
             table,
             batch,
             metadata[b"producer_id"].decode(),

@@ -130,3 +130,17 @@ def test_len_never_exceeds_bound(max_producers):
         tracker.add(f"p{index}", index)
         assert len(tracker) <= max_producers
     assert len(tracker) == max_producers
+
+
+def test_a_gap_never_filled_does_not_grow_the_window_forever():
+    """A batch its producer gave up on leaves a gap; the window closes it past MAX_GAP_WINDOW."""
+    from elitemon.store._sequences import MAX_GAP_WINDOW
+
+    tracker = SequenceTracker(max_producers=4)
+    tracker.add("p", 0)
+    for seq in range(2, MAX_GAP_WINDOW + 100):  # seq 1 never arrives
+        tracker.add("p", seq)
+    contiguous, above = tracker.snapshot()["p"]
+    assert len(above) <= MAX_GAP_WINDOW
+    assert contiguous == MAX_GAP_WINDOW + 99
+    assert tracker.seen("p", MAX_GAP_WINDOW + 50) and not tracker.seen("p", MAX_GAP_WINDOW + 100)

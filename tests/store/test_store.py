@@ -15,7 +15,7 @@ import pytest
 from elitemon.config import MiB, StoreConfig
 from elitemon.query import select
 from elitemon.schema import SCHEMAS, TIMESTAMP, TableName, batch_from_columns
-from elitemon.store import Store
+from elitemon.store import Store, StoreBusy
 
 T0 = 1_700_000_000.0
 
@@ -289,8 +289,17 @@ def test_recovery_without_close_reads_what_was_acknowledged(tmp_path, clock):
     store = open_store(tmp_path, clock)
     for seq in range(3):
         store.ingest("samples", samples(seq * 10, 10), producer_id="p", seq=seq)
+    store._dir_lock.close()  # what the death of its process does; nothing else is released
     reopened = open_store(tmp_path, clock)
     assert generations(reopened) == list(range(30))
+
+
+def test_a_second_store_on_the_same_directory_is_refused(tmp_path, clock):
+    store = open_store(tmp_path, clock)
+    with pytest.raises(RuntimeError, match="in use by another elitemon store"):
+        open_store(tmp_path, clock)
+    store.close()
+    open_store(tmp_path, clock).close()  # free again once closed
 
 
 def test_recovery_after_seal_and_more_ingest_has_no_duplicates(tmp_path, clock):
@@ -577,3 +586,39 @@ def test_scan_reads_one_table_and_honours_the_selection(tmp_path, clock):
     assert sorted(window.column("generation").to_pylist()) == list(range(50, 150))
     mem = store.scan(select("samples", metric="mem", generation=(120, None)))
     assert sorted(mem.column("generation").to_pylist()) == list(range(120, 200))
+
+
+# ------------------------------------------------------------------------ failures while writing
+
+
+def test_a_store_that_cannot_seal_refuses_with_store_busy_and_applies_nothing(tmp_path, clock):
+    store = open_store(tmp_path, clock, memory_budget_bytes=16 * MiB, seal_bytes=1 * MiB)
+    blocker = tmp_path / "data" / "segments"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("a file where the segments directory belongs: every seal fails")
+    seq, busy = 0, None
+    while busy is None and seq < 1_000:
+        try:
+            store.ingest("samples", samples(seq * 20_000, 20_000), producer_id="p", seq=seq)
+            seq += 1
+        except StoreBusy as error:
+            busy = error
+    assert busy is not None, "ingest should refuse once unsealed data reaches half the budget"
+    assert "sealing failed" in str(busy) and "seal failed" in (store.health().last_error or "")
+    assert store.health().rows == seq * 20_000, "the refused batch was not applied"
+    blocker.unlink()
+    store.ingest("samples", samples(seq * 20_000, 20_000), producer_id="p", seq=seq)  # the retry
+    assert generations(store) == list(range((seq + 1) * 20_000))
+    assert store.health().segments >= 1
+
+
+def test_a_failed_log_write_abandons_its_generation_and_loses_nothing_acknowledged(tmp_path, clock):
+    store = open_store(tmp_path, clock)
+    store.ingest("samples", samples(0, 10), producer_id="p", seq=0)
+    wrong_shape = pa.RecordBatch.from_pydict({"x": [1]})
+    with pytest.raises(pa.ArrowInvalid):  # the log refuses a batch of the wrong schema
+        store._wal.append(TableName.SAMPLES, wrong_shape, "p", 99)
+    store.ingest("samples", samples(10, 10), producer_id="p", seq=1)
+    store._dir_lock.close()  # die without closing
+    assert generations(open_store(tmp_path, clock)) == list(range(20))
+    assert len(list((tmp_path / "data" / "wal").iterdir())) == 2, "the second batch went to a new generation"
