@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -194,7 +195,10 @@ def _connect_or_start_ray(address: str | None, num_cpus: int | None) -> None:
     if num_cpus is not None:
         command.append(f"--num-cpus={num_cpus}")
     print("no running Ray cluster found; starting a local one: ray", " ".join(command[len(_RAY_CLI) :]))
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    # Ray's servers listen on every interface whatever the node address, so require its token
+    # authentication (the token goes to ~/.ray, where drivers on this machine find it).
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
     ensure_ray("auto")
 
 
