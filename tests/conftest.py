@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -22,6 +26,18 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{message}; under CI=true a missing tool is an error, not a skip")
         pytest.skip(message)
     return path
+
+
+def wait_for(condition: Callable[[], T], *, timeout_s: float = 30.0, what: str = "condition") -> T:
+    """Poll `condition` until it returns something truthy, and return that; fail after `timeout_s`.
+    The synchronisation for things that happen in other threads, processes or actors."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 @pytest.fixture(scope="session")

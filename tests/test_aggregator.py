@@ -15,16 +15,7 @@ from elitemon.client import Client
 from elitemon.config import StoreConfig
 from elitemon.producer import Producer, RaySink
 from elitemon.schema import batch_from_rows
-
-
-def _wait_for(condition, timeout_s: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+from tests.conftest import wait_for
 
 
 @ray.remote(num_cpus=0.25)
@@ -54,7 +45,7 @@ def test_kill_mid_stream_loses_and_duplicates_nothing(ray_session, aggregator_na
     handle = start_aggregator(StoreConfig(data_dir=tmp_path, seal_bytes=2 << 20), name=aggregator_name)
     producers, rows_each = 4, 50_000
     tasks = [_produce.remote(aggregator_name, i, rows_each, 1_000) for i in range(producers)]
-    _wait_for(lambda: ray.get(handle.health.remote()).rows > 40_000, what="the stream to be under way")
+    wait_for(lambda: ray.get(handle.health.remote()).rows > 40_000, timeout_s=60, what="the stream to be under way")
     ray.kill(handle, no_restart=False)
     results = ray.get(tasks, timeout=180)
 

@@ -13,7 +13,6 @@ import json
 import math
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ import pytest
 
 import elitemon
 from elitemon.cli import main, parse_duration, parse_generations, parse_size, parse_time
+from tests.conftest import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMOKE_AGENTS, SMOKE_METRICS, SMOKE_STEPS = 64, 16, 50  # the sizes `_smoke` writes
@@ -35,15 +35,6 @@ def _run_main(argv: list[str]) -> SimpleNamespace:
     with redirect_stdout(out), redirect_stderr(err):
         code = main(argv)
     return SimpleNamespace(code=code, out=out.getvalue(), err=err.getvalue())
-
-
-def _wait_for(condition, timeout_s: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +49,7 @@ def cli_aggregator(ray_session, tmp_path_factory) -> Iterator[SimpleNamespace]:
     assert stopped.code == 0, stopped.err
     assert "stopped" in stopped.out
     # Once it is gone, status says so (exit 2 and a hint) instead of hanging or raising.
-    _wait_for(lambda: _run_main(["status"]).code == 2, what="the stopped aggregator's name to be released")
+    wait_for(lambda: _run_main(["status"]).code == 2, what="the stopped aggregator's name to be released")
     gone = _run_main(["status"])
     assert "elitemon start" in gone.err and gone.out == ""
 

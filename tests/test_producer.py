@@ -23,19 +23,9 @@ from elitemon.producer import Producer, ProducerClosed, RaySink, StoreSink
 from elitemon.query import select
 from elitemon.schema import TableName, batch_from_rows
 from elitemon.store import Store
+from tests.conftest import wait_for
 
 # ---------------------------------------------------------------------------------------- helpers
-
-
-def _wait_for(condition, timeout_s: float = 10.0, what: str = "condition"):
-    """Poll `condition` until it is truthy; fail the test after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def _rows(n: int, *, first: int = 0, source: str = "agent-0") -> list[dict]:
@@ -215,7 +205,7 @@ def test_batches_are_cut_at_max_batch_rows(store: Store, make_producer) -> None:
     producer = make_producer(StoreSink(store), max_batch_rows=100, max_delay_s=60)
     for first in range(0, 1_050, 50):
         producer.write_rows("samples", _rows(50, first=first))
-    _wait_for(lambda: store.health().batches == 10, what="the ten full batches")
+    wait_for(lambda: store.health().batches == 10, what="the ten full batches")
     assert store.health().rows == 1_000  # the last 50 rows wait for a full batch or the delay
 
     assert producer.flush(timeout=10)  # flush cuts the partial batch
@@ -226,10 +216,10 @@ def test_batches_are_cut_at_max_batch_rows(store: Store, make_producer) -> None:
 def test_a_partial_batch_is_sent_after_max_delay_without_flush(store: Store, make_producer) -> None:
     producer = make_producer(StoreSink(store), max_batch_rows=10_000, max_delay_s=0.05)
     producer.write_rows("samples", _rows(5))
-    _wait_for(lambda: store.health().rows == 5, timeout_s=5, what="the delayed batch")
+    wait_for(lambda: store.health().rows == 5, timeout_s=5, what="the delayed batch")
     assert store.health().batches == 1
     assert _generations(store) == list(range(5))
-    _wait_for(lambda: producer.stats().rows_acked == 5, timeout_s=5, what="the acknowledgement")
+    wait_for(lambda: producer.stats().rows_acked == 5, timeout_s=5, what="the acknowledgement")
 
 
 # ------------------------------------------------------------------------------- validation
@@ -347,16 +337,24 @@ def test_close_gives_up_after_its_timeout_while_the_sink_is_down(store: Store, m
 # ------------------------------------------------------------------------ memory bound and spill
 
 
+def _spilling_while_down(store: Store, make_producer, spill_dir: Path, batches: int, *, max_in_flight: int):
+    """A producer whose every batch (50 rows) spilled (bound: 1 byte) while its sink is down and
+    being retried. Returns (sink, producer); set `sink.up` to bring the sink back."""
+    sink = SwitchableSink(store)
+    producer = make_producer(
+        sink, max_batch_rows=50, max_unacked_bytes=1, max_in_flight=max_in_flight, spill_dir=spill_dir
+    )
+    for first in range(0, batches * 50, 50):
+        assert producer.write_rows("samples", _rows(50, first=first)) == 50
+    wait_for(lambda: sink.refused >= 2 * max_in_flight, what="the producer to retry against the down sink")
+    return sink, producer
+
+
 def test_batches_over_the_memory_bound_spill_to_disk_and_land_once_later(
     store: Store, make_producer, tmp_path: Path
 ) -> None:
-    spill_dir = tmp_path / "spill"
-    sink = SwitchableSink(store)
-    producer = make_producer(sink, max_batch_rows=50, max_unacked_bytes=1, max_in_flight=2, spill_dir=spill_dir)
-    batches = 20
-    for first in range(0, batches * 50, 50):
-        assert producer.write_rows("samples", _rows(50, first=first)) == 50
-    _wait_for(lambda: sink.refused >= 4, what="the producer to retry against the down sink")
+    spill_dir, batches = tmp_path / "spill", 20
+    sink, producer = _spilling_while_down(store, make_producer, spill_dir, batches, max_in_flight=2)
 
     down = producer.stats()
     assert down.spilled >= batches  # every batch went to disk when it was cut (the bound is 1 byte)
@@ -494,11 +492,7 @@ def test_an_unreadable_spilled_batch_is_counted_as_failed_not_acknowledged(
     store: Store, make_producer, tmp_path: Path
 ) -> None:
     spill_dir = tmp_path / "spill"
-    sink = SwitchableSink(store)
-    producer = make_producer(sink, max_batch_rows=50, max_unacked_bytes=1, max_in_flight=1, spill_dir=spill_dir)
-    for first in range(0, 200, 50):
-        producer.write_rows("samples", _rows(50, first=first))
-    _wait_for(lambda: sink.refused >= 2, what="the producer to retry against the down sink")
+    sink, producer = _spilling_while_down(store, make_producer, spill_dir, 4, max_in_flight=1)
     for path in _spill_files(spill_dir):  # e.g. a temp-dir cleaner removed them
         path.unlink()
     sink.up.set()
