@@ -3,5 +3,6 @@
 __version__ = "0.1.0"
 
 from elitemon.client import Client, connect
+from elitemon.report import flush, report, report_exploit
 
-__all__ = ["Client", "connect", "__version__"]
+__all__ = ["Client", "connect", "flush", "report", "report_exploit", "__version__"]

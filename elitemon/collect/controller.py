@@ -1,0 +1,146 @@
+"""MonitorController: keeps exactly one NodeMonitor on every alive node, and records node events.
+
+Every `interval_s` it compares Ray's live nodes with its monitors: a new node gets a monitor (pinned
+to it, `num_cpus=0`) and a `node_up` event; a node Ray reports dead loses its monitor and yields a
+`node_down` event carrying the monitor's last heartbeat. A node that comes back is a new Ray node
+(new id) and gets a new monitor and `node_up`. Heartbeats are collected each round with a short
+timeout, so a hung monitor shows as a growing gap rather than a stuck controller.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from elitemon import aggregator
+from elitemon.collect.monitor import NodeMonitor
+from elitemon.producer import Producer, RaySink
+
+CONTROLLER_NAME = "monitor-controller"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Watched:
+    handle: Any
+    node_ip: str
+    last_heartbeat: float | None = None
+
+
+class MonitorController:
+    """Reconciles NodeMonitors with the cluster's nodes. Start it with `start_monitoring`."""
+
+    def __init__(
+        self, *, interval_s: float = 1.0, sample_interval_s: float = 1.0, aggregator_name: str = aggregator.NAME
+    ) -> None:
+        self._interval_s, self._sample_interval_s = interval_s, sample_interval_s
+        self._aggregator_name = aggregator_name
+        self._events = Producer(RaySink(name=aggregator_name), name="monitor-controller", max_delay_s=0.1)
+        self._watched: dict[str, _Watched] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="elitemon-monitor-controller", daemon=True)
+        self._thread.start()
+
+    def nodes(self) -> dict[str, dict]:
+        """node id -> {node_ip, last_heartbeat} for every monitored node."""
+        with self._lock:
+            return {n: {"node_ip": w.node_ip, "last_heartbeat": w.last_heartbeat} for n, w in self._watched.items()}
+
+    def monitor(self, node_id: str) -> Any:
+        """The NodeMonitor handle of a node (the Tune callback maps trainer pids through it)."""
+        with self._lock:
+            watched = self._watched.get(node_id)
+        return None if watched is None else watched.handle
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.reconcile()
+            except Exception:  # a failed round (GCS briefly away) is retried next round
+                log.exception("monitor reconciliation failed")
+            self._stop.wait(self._interval_s)
+
+    def reconcile(self) -> None:
+        alive = {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]}
+        with self._lock:
+            known = set(self._watched)
+        for node_id in alive.keys() - known:
+            self._start_monitor(node_id, alive[node_id])
+        for node_id in known - alive.keys():
+            with self._lock:
+                watched = self._watched.pop(node_id)
+            self._event("node_down", node_id, watched.node_ip, {"last_heartbeat": watched.last_heartbeat})
+        self._collect_heartbeats()
+
+    def _start_monitor(self, node_id: str, node_ip: str) -> None:
+        handle = (
+            ray.remote(NodeMonitor)
+            .options(
+                name=f"node-monitor-{node_id}",
+                namespace=aggregator.NAMESPACE,
+                get_if_exists=True,
+                num_cpus=0,
+                max_restarts=-1,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            )
+            .remote(node_id, node_ip, interval_s=self._sample_interval_s, aggregator_name=self._aggregator_name)
+        )
+        with self._lock:
+            self._watched[node_id] = _Watched(handle, node_ip)
+        self._event("node_up", node_id, node_ip, {})
+
+    def _collect_heartbeats(self) -> None:
+        with self._lock:
+            watched = dict(self._watched)
+        refs = {w.handle.heartbeat.remote(): node_id for node_id, w in watched.items()}
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=min(1.0, self._interval_s))
+        for ref in ready:
+            try:
+                beat = ray.get(ref)
+            except ray.exceptions.RayError:
+                continue  # the node is going away; reconcile will see it
+            if beat["last_sample"] is not None:
+                with self._lock:
+                    if refs[ref] in self._watched:
+                        self._watched[refs[ref]].last_heartbeat = beat["last_sample"]
+
+    def _event(self, kind: str, node_id: str, node_ip: str, extra: dict) -> None:
+        payload = json.dumps({"node_id": node_id, **extra})
+        self._events.write_rows("events", [{"type": kind, "node": node_ip, "payload": payload}])
+        log.info("%s: %s (%s)", kind, node_ip, node_id)
+
+
+def start_monitoring(
+    *,
+    interval_s: float = 1.0,
+    sample_interval_s: float = 1.0,
+    aggregator_name: str = aggregator.NAME,
+    name: str = CONTROLLER_NAME,
+    detached: bool = False,
+) -> Any:
+    """Start (or attach to) the controller, which puts a NodeMonitor on every node.
+
+    Keep the returned handle: unless `detached`, Ray ends the controller (and so its monitors)
+    once no handle to it is left."""
+    options: dict[str, Any] = {
+        "name": name,
+        "namespace": aggregator.NAMESPACE,
+        "get_if_exists": True,
+        "num_cpus": 0,
+        "max_restarts": -1,
+        "max_concurrency": 4,
+    }
+    if detached:
+        options["lifetime"] = "detached"
+    return (
+        ray.remote(MonitorController)
+        .options(**options)
+        .remote(interval_s=interval_s, sample_interval_s=sample_interval_s, aggregator_name=aggregator_name)
+    )

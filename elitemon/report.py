@@ -1,0 +1,164 @@
+"""`elitemon.report()` and `elitemon.report_exploit()`: monitoring for custom PBT loops.
+
+    @ray.remote
+    class Agent:
+        def train(self, generation):
+            ...
+            elitemon.report(self.agent_id, generation, {"return": mean_return}, config=self.hparams)
+
+Each call converts its rows and hands them to a Producer, which batches and sends them in the
+background: no network round trip, cheap enough for every step. The producer is created on first
+use in each process (every Ray worker has its own) and sends to the aggregator named `aggregator`;
+a `Reporter` can be built explicitly instead, with any Producer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import threading
+from collections.abc import Mapping
+from numbers import Number
+from typing import Any
+
+from elitemon.producer import Producer, RaySink
+
+
+class Reporter:
+    """Turns PBT observations into rows of `samples`, `configs` and `events`."""
+
+    def __init__(self, producer: Producer, *, node: str | None = None) -> None:
+        self._producer = producer
+        self._node = node or _this_node()
+
+    @property
+    def producer(self) -> Producer:
+        return self._producer
+
+    def report(
+        self,
+        agent_id: str,
+        generation: int,
+        metrics: Mapping[str, Any],
+        config: Mapping[str, Any] | None = None,
+        node: str | None = None,
+    ) -> int:
+        """Queue every numeric metric as a sample (and `config` as configs rows); returns how many
+        samples were accepted. Non-numeric metrics are skipped: they are not time series."""
+        node = node or self._node
+        samples = [
+            {"kind": "agent", "node": node, "source": agent_id, "generation": generation, "metric": k, "value": v}
+            for k, v in numeric_items(metrics)
+        ]
+        accepted = self._producer.write_rows("samples", samples) if samples else 0
+        if config:
+            self._producer.write_rows("configs", config_rows(agent_id, generation, config))
+        return accepted
+
+    def report_exploit(
+        self,
+        target: str,
+        source: str,
+        *,
+        generation: int | None = None,
+        source_generation: int | None = None,
+        target_node: str | None = None,
+        source_node: str | None = None,
+        old_config: Mapping[str, Any] | None = None,
+        source_config: Mapping[str, Any] | None = None,
+        new_config: Mapping[str, Any] | None = None,
+        operations: Mapping[str, str] | None = None,
+    ) -> None:
+        """Record that `target` copied `source` (exploit) and perturbed the copy (explore)."""
+        payload = {
+            "target_generation": generation,
+            "source_generation": source_generation,
+            "old_config": old_config,
+            "source_config": source_config,
+            "new_config": new_config,
+            "operations": operations,
+        }
+        row = {
+            "type": "exploit",
+            "agent": target,
+            "source_agent": source,
+            "node": target_node or self._node,
+            "source_node": source_node,
+            "generation": generation,
+            "payload": json.dumps(payload, default=str),
+        }
+        self._producer.write_rows("events", [row])
+
+
+def numeric_items(metrics: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """The finite numeric (non-bool) entries of `metrics`, as floats."""
+    items = []
+    for key, value in metrics.items():
+        if isinstance(value, Number) and not isinstance(value, bool):
+            number = float(value)  # type: ignore[arg-type]
+            if math.isfinite(number):
+                items.append((str(key), number))
+    return items
+
+
+def config_rows(agent_id: str, generation: int | None, config: Mapping[str, Any]) -> list[dict]:
+    """One configs row per hyperparameter: `value` when numeric, `text` always."""
+    rows = []
+    for param, value in config.items():
+        numeric = isinstance(value, Number) and not isinstance(value, bool) and math.isfinite(float(value))  # type: ignore[arg-type]
+        rows.append(
+            {
+                "agent": agent_id,
+                "generation": generation,
+                "param": str(param),
+                "value": float(value) if numeric else None,  # type: ignore[arg-type]
+                "text": str(value),
+            }
+        )
+    return rows
+
+
+def _this_node() -> str:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.util.get_node_ip_address()
+    except Exception:  # not in Ray, or Ray not reachable: fall back to the host name
+        pass
+    return socket.gethostname()
+
+
+_default: Reporter | None = None
+_default_lock = threading.Lock()
+
+
+def default_reporter() -> Reporter:
+    """This process's Reporter, created on first use (one per Ray worker process)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Reporter(Producer(RaySink(), name="report"))
+        return _default
+
+
+def report(
+    agent_id: str,
+    generation: int,
+    metrics: Mapping[str, Any],
+    config: Mapping[str, Any] | None = None,
+    node: str | None = None,
+) -> int:
+    """Report an agent's metrics (and hyperparameters) for one generation. Non-blocking."""
+    return default_reporter().report(agent_id, generation, metrics, config, node)
+
+
+def report_exploit(target: str, source: str, **details: Any) -> None:
+    """Report that `target` copied `source`; see Reporter.report_exploit for the details."""
+    default_reporter().report_exploit(target, source, **details)
+
+
+def flush(timeout: float | None = 30.0) -> bool:
+    """Wait until everything this process reported is stored (call before a worker exits)."""
+    return default_reporter().producer.flush(timeout)

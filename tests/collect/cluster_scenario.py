@@ -1,0 +1,71 @@
+"""A multi-node scenario on ray.cluster_utils.Cluster, run in its own process by test_controller.py
+(a Cluster needs its own Ray, apart from the test session's). Prints what it saw as JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import ray
+from ray.cluster_utils import Cluster
+
+from elitemon.aggregator import start_aggregator
+from elitemon.client import Client
+from elitemon.collect import start_monitoring
+from elitemon.config import StoreConfig
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise SystemExit(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def node_events(client: Client, kind: str) -> list[dict]:
+    return [json.loads(p) for p in client.events(type=kind).column("payload").to_pylist()]
+
+
+def heartbeat_sources(client: Client) -> set[str]:
+    return set(client.latest(kind="node", metric="heartbeat").column("source").to_pylist())
+
+
+def main(data_dir: Path) -> None:
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    ray.init(address=cluster.address, namespace="elitemon", logging_level="WARNING", log_to_driver=False)
+    client = Client(start_aggregator(StoreConfig(data_dir=data_dir)))
+    controller = start_monitoring(interval_s=0.5, sample_interval_s=0.5)  # noqa: F841 - keeps it alive
+    first = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    wait_for(lambda: first <= heartbeat_sources(client), 90, "a heartbeat from every node")
+
+    victim = workers[1].node_id
+    cluster.remove_node(workers[1])
+    wait_for(lambda: any(e["node_id"] == victim for e in node_events(client, "node_down")), 90, "node_down")
+    returning = cluster.add_node(num_cpus=1).node_id
+    wait_for(lambda: returning in heartbeat_sources(client), 90, "the returning node's heartbeat")
+
+    cpu = client.latest(kind="node", metric="cpu_percent")
+    print(
+        json.dumps(
+            {
+                "first": sorted(first),
+                "victim": victim,
+                "returning": returning,
+                "node_up": [e["node_id"] for e in node_events(client, "node_up")],
+                "node_down": node_events(client, "node_down"),
+                "cpu_sources": cpu.column("source").to_pylist(),
+            }
+        )
+    )
+    ray.shutdown()
+    cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

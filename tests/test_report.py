@@ -1,0 +1,87 @@
+"""elitemon.report() / report_exploit(): rows land in the store with the right shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ray
+
+import elitemon
+from elitemon.aggregator import start_aggregator
+from elitemon.client import Client
+from elitemon.config import StoreConfig
+from elitemon.producer import Producer, StoreSink
+from elitemon.query import select
+from elitemon.report import Reporter
+from elitemon.store import Store
+
+
+def test_report_writes_numeric_metrics_and_the_config(tmp_path: Path) -> None:
+    store = Store(StoreConfig(data_dir=tmp_path))
+    reporter = Reporter(Producer(StoreSink(store)), node="10.0.0.9")
+    accepted = reporter.report(
+        "agent-3",
+        7,
+        {"return": 12.5, "episodes": 40, "done": True, "note": "text", "bad": float("nan")},
+        config={"lr": 0.01, "optimizer": "adam"},
+    )
+    assert accepted == 2  # bools, strings and NaN are not samples
+    assert reporter.producer.flush(timeout=10)
+    samples = store.scan(select("samples")).to_pylist()
+    assert {(r["source"], r["generation"], r["metric"], r["value"], r["node"]) for r in samples} == {
+        ("agent-3", 7, "return", 12.5, "10.0.0.9"),
+        ("agent-3", 7, "episodes", 40.0, "10.0.0.9"),
+    }
+    configs = {r["param"]: (r["value"], r["text"]) for r in store.scan(select("configs")).to_pylist()}
+    assert configs == {"lr": (0.01, "0.01"), "optimizer": (None, "adam")}
+    store.close()
+
+
+def test_report_exploit_is_an_event_with_both_agents_and_the_configs(tmp_path: Path) -> None:
+    store = Store(StoreConfig(data_dir=tmp_path))
+    reporter = Reporter(Producer(StoreSink(store)), node="10.0.0.9")
+    reporter.report_exploit(
+        "agent-1",
+        "agent-4",
+        generation=10,
+        source_generation=12,
+        source_node="10.0.0.2",
+        old_config={"lr": 0.1},
+        source_config={"lr": 0.01},
+        new_config={"lr": 0.012},
+        operations={"lr": "* 1.2"},
+    )
+    assert reporter.producer.flush(timeout=10)
+    [event] = store.scan(select("events", type="exploit")).to_pylist()
+    assert (event["agent"], event["source_agent"], event["node"], event["source_node"]) == (
+        "agent-1",
+        "agent-4",
+        "10.0.0.9",
+        "10.0.0.2",
+    )
+    payload = json.loads(event["payload"])
+    assert payload["operations"] == {"lr": "* 1.2"} and payload["new_config"] == {"lr": 0.012}
+    assert payload["source_generation"] == 12
+    store.close()
+
+
+@ray.remote(num_cpus=0.25)
+class _Agent:
+    def train(self, agent_id: str, generations: int) -> bool:
+        for generation in range(generations):
+            elitemon.report(agent_id, generation, {"score": float(generation)}, config={"lr": 0.1})
+        return elitemon.flush(timeout=30)
+
+
+def test_report_from_ray_actors_reaches_the_default_aggregator(ray_session, tmp_path: Path) -> None:
+    handle = start_aggregator(StoreConfig(data_dir=tmp_path / "data"))  # the default name
+    try:
+        agents = [_Agent.remote() for _ in range(3)]
+        assert all(ray.get([a.train.remote(f"agent-{i}", 20) for i, a in enumerate(agents)], timeout=120))
+        scores = Client(handle).samples(metric="score")
+        assert scores.num_rows == 60
+        assert sorted(set(scores.column("source").to_pylist())) == ["agent-0", "agent-1", "agent-2"]
+        assert Client(handle).configs(param="lr").num_rows == 60
+    finally:
+        ray.kill(handle, no_restart=True)
