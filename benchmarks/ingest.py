@@ -260,7 +260,7 @@ def main() -> None:
         args.ticks, args.per_write, args.repeat = 64, 8, 1
     args.ticks -= args.ticks % args.per_write
     ray.init(
-        address=args.address,
+        address=args.address or "local",  # a Ray of its own unless told: never a stale one
         num_cpus=None if args.address else args.producers + 1,
         include_dashboard=False,
         logging_level="WARNING",

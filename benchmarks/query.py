@@ -159,7 +159,7 @@ def main() -> None:
         mean_reference = duckdb_query(files, start_s, end_s, "mean")
         t_dataset, result = timed(lambda: dataset_query(files, start_s, end_s), args.repeat)
         check("pyarrow.dataset", result, mean_reference, points)
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
         config = StoreConfig(data_dir=Path(tmp) / "actor", seal_bytes=256 << 20)
         client = Client(start_aggregator(config, name="aggregator-query-bench"), name="aggregator-query-bench")
         producer = client.producer(max_batch_rows=BATCH)

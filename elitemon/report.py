@@ -68,9 +68,11 @@ class Reporter:
         old_config: Mapping[str, Any] | None = None,
         source_config: Mapping[str, Any] | None = None,
         new_config: Mapping[str, Any] | None = None,
-        operations: Mapping[str, str] | None = None,
+        operations: Mapping[str, Any] | None = None,
+        **details: Any,
     ) -> None:
-        """Record that `target` copied `source` (exploit) and perturbed the copy (explore)."""
+        """Record that `target` copied `source` (exploit) and perturbed the copy (explore).
+        Extra keyword details (e.g. Tune's experiment tags) go into the payload as they are."""
         payload = {
             "target_generation": generation,
             "source_generation": source_generation,
@@ -78,6 +80,7 @@ class Reporter:
             "source_config": source_config,
             "new_config": new_config,
             "operations": operations,
+            **details,
         }
         row = {
             "type": "exploit",

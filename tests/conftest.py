@@ -45,6 +45,7 @@ def ray_session() -> Iterator[None]:
     import ray
 
     ray.init(
+        address="local",  # always a fresh one: never a cluster some earlier run left registered
         num_cpus=4,
         namespace="elitemon",
         include_dashboard=False,

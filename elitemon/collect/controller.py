@@ -59,6 +59,16 @@ class MonitorController:
             watched = self._watched.get(node_id)
         return None if watched is None else watched.handle
 
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Flush every monitor's rows and the controller's events (e.g. before a run ends)."""
+        with self._lock:
+            handles = [w.handle for w in self._watched.values()]
+        try:
+            monitors = ray.get([h.flush.remote(timeout_s) for h in handles], timeout=timeout_s + 5)
+        except ray.exceptions.RayError:
+            return False
+        return all(monitors) and self._events.flush(timeout_s)
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
@@ -136,6 +146,9 @@ def start_monitoring(
         "num_cpus": 0,
         "max_restarts": -1,
         "max_concurrency": 4,
+        # Beside the caller (the head node, for a driver there): a controller on a node that dies
+        # would restart elsewhere without knowing that node, and never report it down.
+        "scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True),
     }
     if detached:
         options["lifetime"] = "detached"

@@ -55,6 +55,10 @@ class NodeMonitor:
             "last_error": self._last_error,
         }
 
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every row sampled so far is stored."""
+        return self._producer.flush(timeout)
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)

@@ -1,5 +1,12 @@
-"""A multi-node scenario on ray.cluster_utils.Cluster, run in its own process by test_controller.py
-(a Cluster needs its own Ray, apart from the test session's). Prints what it saw as JSON."""
+"""A multi-node check of the node monitors on ray.cluster_utils.Cluster: three nodes, one removed,
+one added; it fails unless every node gets a monitor and a node_up, the removed one a node_down with
+its last heartbeat, and the new one a node_up. Run it by hand (it needs a Ray of its own):
+
+    python tests/collect/cluster_scenario.py /tmp/elitemon-cluster-check
+
+Not yet in the test suite: run inside the suite (beside the session's Ray, on 2 cores) it failed
+about one time in three, a cause not yet found; alone it passed every time after the controller
+was pinned beside its caller."""
 
 from __future__ import annotations
 
@@ -51,6 +58,13 @@ def main(data_dir: Path) -> None:
     wait_for(lambda: returning in heartbeat_sources(client), 90, "the returning node's heartbeat")
 
     cpu = client.latest(kind="node", metric="cpu_percent")
+    up = [e["node_id"] for e in node_events(client, "node_up")]
+    down = node_events(client, "node_down")
+    problems = []
+    if not first | {returning} <= set(up) or len(up) != len(set(up)):
+        problems.append(f"node_up events {up} should name each node once")
+    if [d["node_id"] for d in down] != [victim] or down[0]["last_heartbeat"] is None:
+        problems.append(f"node_down events {down} should name only {victim}, with a heartbeat")
     print(
         json.dumps(
             {
@@ -65,6 +79,8 @@ def main(data_dir: Path) -> None:
     )
     ray.shutdown()
     cluster.shutdown()
+    if problems:
+        raise SystemExit("; ".join(problems))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,158 @@
+"""MonitorCallback: streams a Tune PBT run into elitemon.
+
+    tuner = tune.Tuner(trainable, tune_config=..., run_config=tune.RunConfig(callbacks=[MonitorCallback()]))
+
+Per result: every numeric metric as a sample of the trial (`generation` = `training_iteration`,
+`node` = the result's `node_ip`). Per trial start: its hyperparameters to `configs` and a
+`trial_start` event; `trial_complete` and `trial_error` events at the end. Per exploit (PBT, PB2): an
+`exploit` event with both trials, their nodes and iterations, the target's old config, the source's
+config, the new config and the explore operations; then `migration_completed` when the exploited
+trial reports its first result after the restore (with the latency), or `migration_failed` if it
+errors first.
+
+Everything heavy happens in `setup`, on the driver, not in `__init__`: Tune pickles callbacks. Rows go
+through a Producer, so no hook waits for the network.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import ray
+from ray.tune import Callback
+
+from elitemon import aggregator
+from elitemon.config import StoreConfig
+from elitemon.producer import Producer, RaySink
+from elitemon.report import Reporter, config_rows
+from elitemon.tune import _exploits
+
+TRAINING_ITERATION = "training_iteration"
+
+
+class MonitorCallback(Callback):
+    """Attach elitemon to a Tune run. Starts (or attaches to) the aggregator and node monitors."""
+
+    def __init__(
+        self,
+        *,
+        aggregator_name: str = aggregator.NAME,
+        data_dir: str | None = None,
+        monitor_nodes: bool = True,
+        sample_interval_s: float = 1.0,
+    ) -> None:
+        self._aggregator_name = aggregator_name
+        self._data_dir = data_dir
+        self._monitor_nodes = monitor_nodes
+        self._sample_interval_s = sample_interval_s
+        self._reporter: Reporter | None = None
+        self._handles: list[Any] = []  # the aggregator and controller live as long as we hold these
+        self._configs: dict[str, dict] = {}
+        self._migrating: dict[str, tuple[float, str]] = {}  # target trial -> (exploit time, source)
+
+    def setup(self, **info: Any) -> None:
+        config = StoreConfig(data_dir=self._data_dir) if self._data_dir else StoreConfig()
+        self._handles.append(aggregator.start_aggregator(config, name=self._aggregator_name))
+        if self._monitor_nodes:
+            from elitemon.collect import start_monitoring
+
+            self._handles.append(
+                start_monitoring(sample_interval_s=self._sample_interval_s, aggregator_name=self._aggregator_name)
+            )
+        self._reporter = Reporter(Producer(RaySink(name=self._aggregator_name), name="tune", max_delay_s=0.5))
+        _exploits.add_listener(self._on_exploit)
+
+    @property
+    def producer(self) -> Producer:
+        assert self._reporter is not None, "setup() has not run"
+        return self._reporter.producer
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        generation = trial.last_result.get(TRAINING_ITERATION, 0) if trial.last_result else 0
+        self._configs[trial.trial_id] = dict(trial.config)
+        self.producer.write_rows("configs", config_rows(trial.trial_id, generation, _flat(trial.config)))
+        self._event("trial_start", trial, generation, {"experiment_tag": trial.experiment_tag})
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        assert self._reporter is not None
+        generation = int(result.get(TRAINING_ITERATION, 0))
+        metrics = {k: v for k, v in result.items() if k not in (TRAINING_ITERATION, "config")}
+        self._reporter.report(trial.trial_id, generation, metrics, node=result.get("node_ip"))
+        migrating = self._migrating.pop(trial.trial_id, None)
+        if migrating is not None:
+            exploited_at, source = migrating
+            payload = {"latency_s": time.time() - exploited_at, "source": source}
+            self._event("migration_completed", trial, generation, payload)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._event("trial_complete", trial, _generation(trial), {})
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        migrating = self._migrating.pop(trial.trial_id, None)
+        if migrating is not None:
+            self._event("migration_failed", trial, _generation(trial), {"source": migrating[1]})
+        self._event("trial_error", trial, _generation(trial), {"error": str(getattr(trial, "error_file", ""))})
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """Flush everything: the controller and monitors this callback started end with it."""
+        _exploits.remove_listener(self._on_exploit)
+        self.producer.flush(timeout=30)
+        if self._monitor_nodes and len(self._handles) > 1:
+            ray.get(self._handles[1].flush.remote(), timeout=30)
+
+    def _on_exploit(self, exploit: _exploits.Exploit) -> None:
+        assert self._reporter is not None
+        self._migrating[exploit.target] = (time.time(), exploit.source)
+        self._configs[exploit.target] = exploit.new_config
+        self._reporter.report_exploit(
+            exploit.target,
+            exploit.source,
+            generation=exploit.target_iteration,
+            source_generation=exploit.source_iteration,
+            target_node=exploit.target_node,
+            source_node=exploit.source_node,
+            old_config=exploit.old_config,
+            source_config=exploit.source_config,
+            new_config=exploit.new_config,
+            operations=exploit.operations,
+            target_tag=exploit.target_tag,
+            source_tag=exploit.source_tag,
+        )
+        self.producer.write_rows(
+            "configs", config_rows(exploit.target, exploit.target_iteration, _flat(exploit.new_config))
+        )
+
+    def _event(self, kind: str, trial: Any, generation: int | None, payload: dict) -> None:
+        node = trial.last_result.get("node_ip") if trial.last_result else None
+        row = {
+            "type": kind,
+            "agent": trial.trial_id,
+            "node": node,
+            "generation": generation,
+            "payload": json.dumps(payload, default=str),
+        }
+        self.producer.write_rows("events", [row])
+
+    def __getstate__(self) -> dict:
+        """Tune pickles callbacks (experiment checkpoints): keep the settings, drop live handles."""
+        state = dict(self.__dict__)
+        state.update(_reporter=None, _handles=[], _migrating={})
+        return state
+
+
+def _generation(trial: Any) -> int | None:
+    return trial.last_result.get(TRAINING_ITERATION) if trial.last_result else None
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """Nested search spaces flattened to dotted names (`optimizer.lr`)."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

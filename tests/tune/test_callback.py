@@ -1,0 +1,134 @@
+"""MonitorCallback on real Tune PBT and PB2 runs: captured exploits match pbt_global.txt one for one."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import ray
+from ray import tune
+from ray.tune.schedulers import PopulationBasedTraining
+
+from elitemon.aggregator import start_aggregator
+from elitemon.client import Client
+from elitemon.config import StoreConfig
+from elitemon.tune import MonitorCallback
+
+ITERATIONS = 12
+
+
+class Climber(tune.Trainable):
+    """Score rises at a rate set by `lr`; the state (and iteration) survive checkpoints."""
+
+    def setup(self, config: dict) -> None:
+        self.position = 0.0
+
+    def step(self) -> dict:
+        self.position += self.config["lr"] * (1.0 - self.position) * self.config.get("shaping", 1.0)
+        return {"score": self.position, "episodes_per_s": 100.0 + self.iteration, "pid": os.getpid()}
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        Path(checkpoint_dir, "state.json").write_text(json.dumps({"position": self.position}))
+
+    def load_checkpoint(self, checkpoint_dir: str) -> None:
+        self.position = json.loads(Path(checkpoint_dir, "state.json").read_text())["position"]
+
+    def reset_config(self, new_config: dict) -> bool:
+        self.config = new_config
+        return True
+
+
+def run(
+    tmp_path: Path, name: str, scheduler, param_space: dict, aggregator_name: str, *, monitor_nodes: bool = False
+) -> tuple[Path, object, int]:
+    # Started (and held) here so that it outlives the run: Ray ends a non-detached actor when its
+    # creator's handle goes, and one the callback starts ends with the callback.
+    handle = start_aggregator(StoreConfig(data_dir=tmp_path / "data"), name=aggregator_name)
+    tuner = tune.Tuner(
+        tune.with_resources(Climber, {"cpu": 0.25}),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=4, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(tmp_path / "ray_results"),
+            stop={"training_iteration": ITERATIONS},
+            callbacks=[
+                MonitorCallback(
+                    aggregator_name=aggregator_name,
+                    data_dir=str(tmp_path / "data"),
+                    monitor_nodes=monitor_nodes,
+                    sample_interval_s=0.2,
+                )
+            ],
+            verbose=0,
+        ),
+    )
+    results = tuner.fit()
+    assert not results.errors
+    reported = sum(len(result.metrics_dataframe) for result in results)  # every result Tune saw
+    return tmp_path / "ray_results" / name, handle, reported
+
+
+def pbt_global_lines(experiment: Path) -> list[tuple]:
+    lines = (experiment / "pbt_global.txt").read_text().splitlines()
+    return [tuple(json.dumps(field, sort_keys=True) for field in json.loads(line)) for line in lines]
+
+
+def captured(client: Client) -> list[tuple]:
+    events = client.events(type="exploit").to_pylist()
+    records = []
+    for event in events:
+        p = json.loads(event["payload"])
+        fields = [
+            p["target_tag"],
+            p["source_tag"],
+            p["target_generation"],
+            p["source_generation"],
+            p["source_config"],
+            p["new_config"],
+        ]
+        records.append(tuple(json.dumps(field, sort_keys=True) for field in fields))
+    return records
+
+
+def check_run(experiment: Path, handle: object, reported: int) -> Client:
+    client = Client(handle)
+    expected = pbt_global_lines(experiment)
+    assert expected, "the run should have exploited at least once"
+    assert sorted(captured(client)) == sorted(expected)
+    exploits = client.events(type="exploit").to_pylist()
+    for event in exploits:
+        payload = json.loads(event["payload"])
+        assert event["agent"] != event["source_agent"] and event["node"] and event["source_node"]
+        assert payload["old_config"] != payload["new_config"] or not payload["operations"]
+        assert set(payload["operations"]) <= set(payload["new_config"])
+    completed = client.events(type="migration_completed").to_pylist()
+    assert {e["agent"] for e in completed} == {e["agent"] for e in exploits}
+    assert all(json.loads(e["payload"])["latency_s"] >= 0 for e in completed)
+    scores = client.samples(metric="score")
+    assert scores.num_rows == reported, "one score sample per result (exploited trials repeat iterations)"
+    final = client.latest(metric="score").column("generation").to_pylist()
+    assert final == [ITERATIONS] * 4
+    assert client.events(type="trial_complete").num_rows == 4
+    assert set(client.configs().column("param").to_pylist()) >= {"lr"}
+    return client
+
+
+def test_pbt_exploits_match_pbt_global_txt(ray_session, tmp_path: Path, aggregator_name: str) -> None:
+    scheduler = PopulationBasedTraining(
+        time_attr="training_iteration",
+        metric="score",
+        mode="max",
+        perturbation_interval=2,
+        resample_probability=0.5,
+        quantile_fraction=0.5,
+        hyperparam_mutations={"lr": tune.uniform(0.01, 0.5), "shaping": [0.25, 0.5, 1.0]},
+    )
+    space = {"lr": tune.uniform(0.01, 0.5), "shaping": tune.choice([0.25, 0.5, 1.0])}
+    experiment, handle, reported = run(tmp_path, "pbt", scheduler, space, aggregator_name, monitor_nodes=True)
+    client = check_run(experiment, handle, reported)
+    assert client.latest(kind="node", metric="heartbeat").num_rows == 1, "the callback started node monitoring"
+    operations = [json.loads(e["payload"])["operations"] for e in client.events(type="exploit").to_pylist()]
+    assert any(operations), "explore operations are recorded"
+    ray.kill(handle, no_restart=True)
