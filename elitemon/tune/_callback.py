@@ -49,7 +49,6 @@ class MonitorCallback(Callback):
         self._sample_interval_s = sample_interval_s
         self._reporter: Reporter | None = None
         self._handles: list[Any] = []  # the aggregator and controller live as long as we hold these
-        self._configs: dict[str, dict] = {}
         self._migrating: dict[str, tuple[float, str]] = {}  # target trial -> (exploit time, source)
 
     def setup(self, **info: Any) -> None:
@@ -71,7 +70,6 @@ class MonitorCallback(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         generation = trial.last_result.get(TRAINING_ITERATION, 0) if trial.last_result else 0
-        self._configs[trial.trial_id] = dict(trial.config)
         self.producer.write_rows("configs", config_rows(trial.trial_id, generation, _flat(trial.config)))
         self._event("trial_start", trial, generation, {"experiment_tag": trial.experiment_tag})
 
@@ -105,7 +103,6 @@ class MonitorCallback(Callback):
     def _on_exploit(self, exploit: _exploits.Exploit) -> None:
         assert self._reporter is not None
         self._migrating[exploit.target] = (time.time(), exploit.source)
-        self._configs[exploit.target] = exploit.new_config
         self._reporter.report_exploit(
             exploit.target,
             exploit.source,
