@@ -43,6 +43,7 @@ class MonitorController:
         self._aggregator_name = aggregator_name
         self._events = Producer(RaySink(name=aggregator_name), name="monitor-controller", max_delay_s=0.1)
         self._watched: dict[str, _Watched] = {}
+        self._agents_by_ip: dict[str, dict[int, str]] = {}  # what each node's monitor must map
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="elitemon-monitor-controller", daemon=True)
@@ -58,6 +59,19 @@ class MonitorController:
         with self._lock:
             watched = self._watched.get(node_id)
         return None if watched is None else watched.handle
+
+    def events_stats(self) -> Any:
+        """The ProducerStats of the node events this controller writes (rejects, retries, errors)."""
+        return self._events.stats()
+
+    def register_agents(self, node_ip: str, agents_by_pid: dict[int, str]) -> None:
+        """Map trainer pids to agents on the node(s) at `node_ip` (what Tune results carry), now and
+        for any monitor started there later. Replaces that address's previous mapping."""
+        with self._lock:
+            self._agents_by_ip[node_ip] = dict(agents_by_pid)
+            handles = [w.handle for w in self._watched.values() if w.node_ip == node_ip]
+        for handle in handles:
+            handle.register_agents.remote(agents_by_pid)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Flush every monitor's rows and the controller's events (e.g. before a run ends)."""
@@ -104,6 +118,9 @@ class MonitorController:
         )
         with self._lock:
             self._watched[node_id] = _Watched(handle, node_ip)
+            agents = self._agents_by_ip.get(node_ip)
+        if agents:
+            handle.register_agents.remote(agents)
         self._event("node_up", node_id, node_ip, {})
 
     def _collect_heartbeats(self) -> None:

@@ -50,6 +50,7 @@ class MonitorCallback(Callback):
         self._reporter: Reporter | None = None
         self._handles: list[Any] = []  # the aggregator and controller live as long as we hold these
         self._migrating: dict[str, tuple[float, str]] = {}  # target trial -> (exploit time, source)
+        self._trainers: dict[str, tuple[str, int]] = {}  # trial -> (node_ip, pid) of its trainer process
 
     def setup(self, **info: Any) -> None:
         config = StoreConfig(data_dir=self._data_dir) if self._data_dir else StoreConfig()
@@ -78,6 +79,7 @@ class MonitorCallback(Callback):
         generation = int(result.get(TRAINING_ITERATION, 0))
         metrics = {k: v for k, v in result.items() if k not in (TRAINING_ITERATION, "config")}
         self._reporter.report(trial.trial_id, generation, metrics, node=result.get("node_ip"))
+        self._map_trainer(trial.trial_id, result.get("node_ip"), result.get("pid"))
         migrating = self._migrating.pop(trial.trial_id, None)
         if migrating is not None:
             exploited_at, source = migrating
@@ -85,9 +87,11 @@ class MonitorCallback(Callback):
             self._event("migration_completed", trial, generation, payload)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._map_trainer(trial.trial_id, None, None)
         self._event("trial_complete", trial, _generation(trial), {})
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._map_trainer(trial.trial_id, None, None)
         migrating = self._migrating.pop(trial.trial_id, None)
         if migrating is not None:
             self._event("migration_failed", trial, _generation(trial), {"source": migrating[1]})
@@ -99,6 +103,19 @@ class MonitorCallback(Callback):
         self.producer.flush(timeout=30)
         if self._monitor_nodes and len(self._handles) > 1:
             ray.get(self._handles[1].flush.remote(), timeout=30)
+
+    def _map_trainer(self, trial_id: str, node_ip: str | None, pid: int | None) -> None:
+        """Tell the node monitors which process trains which trial (for per-agent RSS, CPU and GPU
+        memory). Sent only when it changes: a reused actor moves to another trial, a trial ends."""
+        trainer = (node_ip, int(pid)) if node_ip and pid is not None else None
+        previous = self._trainers.pop(trial_id, None)
+        if trainer is not None:
+            self._trainers[trial_id] = trainer
+        if trainer == previous or not self._monitor_nodes or len(self._handles) < 2:
+            return
+        for ip in {t[0] for t in (previous, trainer) if t is not None}:
+            mapping = {pid: trial for trial, (node, pid) in self._trainers.items() if node == ip}
+            self._handles[1].register_agents.remote(ip, mapping)
 
     def _on_exploit(self, exploit: _exploits.Exploit) -> None:
         assert self._reporter is not None
@@ -135,7 +152,7 @@ class MonitorCallback(Callback):
     def __getstate__(self) -> dict:
         """Tune pickles callbacks (experiment checkpoints): keep the settings, drop live handles."""
         state = dict(self.__dict__)
-        state.update(_reporter=None, _handles=[], _migrating={})
+        state.update(_reporter=None, _handles=[], _migrating={}, _trainers={})
         return state
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+import pytest
 import ray
 from ray import tune
 from ray.tune.schedulers import PopulationBasedTraining
@@ -26,7 +26,7 @@ class Climber(tune.Trainable):
 
     def step(self) -> dict:
         self.position += self.config["lr"] * (1.0 - self.position) * self.config.get("shaping", 1.0)
-        return {"score": self.position, "episodes_per_s": 100.0 + self.iteration, "pid": os.getpid()}
+        return {"score": self.position, "episodes_per_s": 100.0 + self.iteration}  # Tune adds pid, node_ip
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         Path(checkpoint_dir, "state.json").write_text(json.dumps({"position": self.position}))
@@ -39,12 +39,23 @@ class Climber(tune.Trainable):
         return True
 
 
+class ResultLog(tune.Callback):
+    """Tune's own account of the results it delivered: the reference the stored samples must match."""
+
+    def __init__(self) -> None:
+        self.scores: list[tuple[str, int, float]] = []
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        self.scores.append((trial.trial_id, result["training_iteration"], result["score"]))
+
+
 def run(
     tmp_path: Path, name: str, scheduler, param_space: dict, aggregator_name: str, *, monitor_nodes: bool = False
-) -> tuple[Path, object, int]:
+) -> tuple[Path, object, list[tuple[str, int, float]]]:
     # Started (and held) here so that it outlives the run: Ray ends a non-detached actor when its
     # creator's handle goes, and one the callback starts ends with the callback.
     handle = start_aggregator(StoreConfig(data_dir=tmp_path / "data"), name=aggregator_name)
+    log = ResultLog()
     tuner = tune.Tuner(
         tune.with_resources(Climber, {"cpu": 0.25}),
         param_space=param_space,
@@ -54,20 +65,21 @@ def run(
             storage_path=str(tmp_path / "ray_results"),
             stop={"training_iteration": ITERATIONS},
             callbacks=[
+                log,
                 MonitorCallback(
                     aggregator_name=aggregator_name,
                     data_dir=str(tmp_path / "data"),
                     monitor_nodes=monitor_nodes,
                     sample_interval_s=0.2,
-                )
+                ),
             ],
             verbose=0,
         ),
     )
     results = tuner.fit()
     assert not results.errors
-    reported = sum(len(result.metrics_dataframe) for result in results)  # every result Tune saw
-    return tmp_path / "ray_results" / name, handle, reported
+    assert log.scores, "the reference callback saw the results"
+    return tmp_path / "ray_results" / name, handle, log.scores
 
 
 def pbt_global_lines(experiment: Path) -> list[tuple]:
@@ -92,7 +104,7 @@ def captured(client: Client) -> list[tuple]:
     return records
 
 
-def check_run(experiment: Path, handle: object, reported: int) -> Client:
+def check_run(experiment: Path, handle: object, reported: list[tuple[str, int, float]]) -> Client:
     client = Client(handle)
     expected = pbt_global_lines(experiment)
     assert expected, "the run should have exploited at least once"
@@ -101,13 +113,17 @@ def check_run(experiment: Path, handle: object, reported: int) -> Client:
     for event in exploits:
         payload = json.loads(event["payload"])
         assert event["agent"] != event["source_agent"] and event["node"] and event["source_node"]
-        assert payload["old_config"] != payload["new_config"] or not payload["operations"]
         assert set(payload["operations"]) <= set(payload["new_config"])
+        for param, operation in payload["operations"].items():
+            if operation.startswith("* "):  # PBT's perturbation: the source's value times the factor
+                factor = float(operation[2:])
+                assert payload["new_config"][param] == pytest.approx(payload["source_config"][param] * factor)
     completed = client.events(type="migration_completed").to_pylist()
     assert {e["agent"] for e in completed} == {e["agent"] for e in exploits}
     assert all(json.loads(e["payload"])["latency_s"] >= 0 for e in completed)
     scores = client.samples(metric="score")
-    assert scores.num_rows == reported, "one score sample per result (exploited trials repeat iterations)"
+    stored = zip(*(scores.column(c).to_pylist() for c in ("source", "generation", "value")), strict=True)
+    assert sorted(stored) == sorted(reported), "one score sample per result (exploited trials repeat iterations)"
     final = client.latest(metric="score").column("generation").to_pylist()
     assert final == [ITERATIONS] * 4
     assert client.events(type="trial_complete").num_rows == 4
@@ -129,6 +145,29 @@ def test_pbt_exploits_match_pbt_global_txt(ray_session, tmp_path: Path, aggregat
     experiment, handle, reported = run(tmp_path, "pbt", scheduler, space, aggregator_name, monitor_nodes=True)
     client = check_run(experiment, handle, reported)
     assert client.latest(kind="node", metric="heartbeat").num_rows == 1, "the callback started node monitoring"
+    trials = set(client.latest(metric="score").column("source").to_pylist())
+    trainers = client.samples(kind="agent", metric="process_rss_bytes")
+    assert trainers.num_rows > 0, "trainer processes were mapped to their trials"
+    assert set(trainers.column("source").to_pylist()) <= trials
     operations = [json.loads(e["payload"])["operations"] for e in client.events(type="exploit").to_pylist()]
     assert any(operations), "explore operations are recorded"
+    ray.kill(handle, no_restart=True)
+
+
+def test_pb2_exploits_match_pbt_global_txt(ray_session, tmp_path: Path, aggregator_name: str) -> None:
+    from ray.tune.schedulers.pb2 import PB2
+
+    scheduler = PB2(
+        time_attr="training_iteration",
+        metric="score",
+        mode="max",
+        perturbation_interval=2,
+        quantile_fraction=0.5,
+        hyperparam_bounds={"lr": [0.01, 0.5]},
+    )
+    experiment, handle, reported = run(tmp_path, "pb2", scheduler, {"lr": tune.uniform(0.01, 0.5)}, aggregator_name)
+    client = check_run(experiment, handle, reported)
+    for event in client.events(type="exploit").to_pylist():
+        lr = json.loads(event["payload"])["new_config"]["lr"]
+        assert 0.01 - 1e-6 <= lr <= 0.5 + 1e-6, "PB2 stays inside its bounds (it rounds through float32)"
     ray.kill(handle, no_restart=True)
