@@ -1,8 +1,11 @@
-"""`elitemon` on the command line: start, status, query, stop.
+"""`elitemon` on the command line: start, status, query, stop, demo.
 
 `elitemon start` attaches to the Ray cluster at `--address` (default: the running one), or starts a
 local head node with `ray start --head` when there is none, and creates the aggregator there as a
 detached actor, so it keeps running after the command returns.
+
+`elitemon demo` runs a monitored PBT job on the running cluster, or on a local Ray that lives only
+as long as the command (started in-process, so no Ray processes are left behind).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import os
 import re
@@ -141,6 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--agg", choices=aggregations, default=None, help="aggregation for --step (default: mean)")
     query.add_argument("--limit", type=parse_count, default=None, help="print only the last N rows of the result")
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
+
+    # Defaults are DemoSettings' (None: not given), so that `elitemon --help` need not import Tune.
+    demo = commands.add_parser("demo", help="run a monitored PBT job of Q-learning agents (about 2 minutes)")
+    _address(demo, "Ray cluster to use (default: the running one, else a local one for the demo; 'local': a new one)")
+    demo.add_argument(
+        "--data-dir", help="where the store keeps its data (default: $ELITEMON_DATA_DIR or ~/.elitemon/data)"
+    )
+    demo.add_argument("--agents", type=int, help="population size (default: 8)")
+    demo.add_argument("--iterations", type=int, help="training iterations per agent (default: about 2 minutes' worth)")
+    demo.add_argument("--time-budget", type=parse_duration, help="end the run after DURATION even if unfinished")
+    demo.add_argument("--env", help="Taxi-v4 (default), FrozenLake-v1 or FrozenLake8x8-v1 (Gymnasium)")
+    demo.add_argument("--target", type=float, help="mean return that counts as solved (default: Gymnasium's)")
+    demo.add_argument("--seed", type=int, help="seed of the initial population and of the agents (default: 0)")
+    demo.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray this command starts")
     return parser
 
 
@@ -151,7 +169,8 @@ def _address(parser: argparse.ArgumentParser, text: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"start": _start, "status": _status, "stop": _stop, "query": _query}[args.command](args)
+        commands = {"start": _start, "status": _status, "stop": _stop, "query": _query, "demo": _demo}
+        return commands[args.command](args)
     except (ConnectionError, ValueError, subprocess.CalledProcessError, ray.exceptions.RayError) as error:
         print(f"elitemon: {error}", file=sys.stderr)
         return 2
@@ -289,6 +308,63 @@ def _query(args: argparse.Namespace) -> int:
         result = result.slice(max(0, result.num_rows - args.limit))
     print(_render(result, args.format))
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from elitemon.demo import DemoSettings, run_demo  # imports Tune and Gymnasium: only for this command
+
+    given = {
+        "agents": args.agents,
+        "iterations": args.iterations,
+        "time_budget_s": args.time_budget,
+        "env_id": args.env,
+        "target": args.target,
+        "seed": args.seed,
+    }
+    settings = DemoSettings(**{k: v for k, v in given.items() if v is not None})  # checked before Ray starts
+    # Tune's file loggers warn "Remote file not found: .../result.json" when a paused trial resumes
+    # before its log was copied to storage (often, under PBT); harmless, and the store has the results.
+    logging.getLogger("ray.tune.logger.logger").setLevel(logging.ERROR)
+    started_ray = _connect_or_start_local_ray(args.address, args.num_cpus)
+    try:
+        summary = run_demo(settings, data_dir=args.data_dir and Path(args.data_dir))
+    finally:
+        if started_ray:
+            ray.shutdown()
+    print(summary.render())
+    if args.data_dir and Path(summary.data_dir) != StoreConfig(data_dir=args.data_dir).data_dir:
+        print(
+            f"elitemon: an aggregator was already running with data dir {summary.data_dir}; the demo used it "
+            f"(--data-dir {args.data_dir} ignored)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _connect_or_start_local_ray(address: str | None, num_cpus: int | None) -> bool:
+    """Attach to `address` (default: the running cluster, if any), or start a local Ray in this
+    process; True if it was started here, and so is the caller's to shut down."""
+    if ray.is_initialized():
+        return False
+    if address not in (None, "local"):
+        ensure_ray(address)
+        return False
+    if address is None:
+        try:
+            ensure_ray("auto")
+            return False
+        except ConnectionError:
+            print("no running Ray cluster found; starting a local one for the demo")
+    # Ray turns its token authentication on by default for a local cluster started this way.
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        namespace=aggregator.NAMESPACE,
+        include_dashboard=False,
+        logging_level="WARNING",
+        log_to_driver=False,
+    )
+    return True
 
 
 def _render(table: pa.Table, fmt: str) -> str:
