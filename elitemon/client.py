@@ -8,6 +8,9 @@ em.latest(kind="node", as_pandas=True)         # pandas DataFrame
 
 from __future__ import annotations
 
+import os
+import socket
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -23,11 +26,28 @@ def ensure_ray(address: str | None = "auto") -> None:
     """Connect this process to Ray unless it already is. Raises ConnectionError with a hint."""
     if ray.is_initialized():
         return
+    if address == "auto" and not os.environ.get("RAY_ADDRESS"):
+        _refuse_stale_cluster()
     try:
         ray.init(address=address, namespace=aggregator.NAMESPACE, logging_level="WARNING", log_to_driver=False)
     except ConnectionError as error:
         raise ConnectionError(
             f"no Ray cluster at {address!r} ({error}); start one with `elitemon start` or `ray start --head`"
+        ) from None
+
+
+def _refuse_stale_cluster(record: Path = Path("/tmp/ray/ray_current_cluster")) -> None:
+    """Ray's "auto" reads the address of the last cluster started on this machine from `record`,
+    and waits minutes for it when that cluster is gone: refuse at once instead."""
+    try:
+        host, _, port = record.read_text().strip().rpartition(":")
+    except OSError:
+        return  # no record: ray.init says there is no cluster
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except (OSError, ValueError):
+        raise ConnectionError(
+            f"the last Ray cluster started here ({host}:{port}, from {record}) is not running"
         ) from None
 
 
