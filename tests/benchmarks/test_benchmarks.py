@@ -44,3 +44,10 @@ def test_query_benchmark_agrees_with_duckdb() -> None:
     out = _run("query.py", "--quick")
     assert "DuckDB/elitemon-hot" in out
     assert "through the aggregator actor" in out
+
+
+def test_overhead_benchmark_runs_all_three_variants() -> None:
+    out = _run("overhead.py", "--quick")
+    for variant in ("bare", "tune-loggers", "elitemon"):
+        assert any(line.startswith(variant) for line in out.splitlines()), f"no {variant} row in:\n{out}"
+    assert "monitoring cost:" in out

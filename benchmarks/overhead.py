@@ -1,0 +1,193 @@
+"""What monitoring costs the training: the demo's PBT job with and without elitemon.
+
+    python benchmarks/overhead.py              # 5 rounds of 3 runs, about 8 minutes on 2 cores
+    python benchmarks/overhead.py --quick      # one small round, a smoke test
+
+Three variants of the very same job (8 Q-learning agents on Taxi under Tune's PBT, a fixed number
+of iterations), run in rounds, alternating, so that drift of the machine hits them all alike:
+- `bare`: no callbacks at all (Tune's automatic JSON/CSV/TensorBoard loggers are switched off with
+  TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1);
+- `tune-loggers`: Tune's own JsonLoggerCallback and CSVLoggerCallback, the peer: what a user
+  already pays for result logging;
+- `elitemon`: MonitorCallback with node monitors sampling every second, streaming every result,
+  config, trial event and exploit into an aggregator.
+The aggregator and the monitor controller are started before the clock starts (as `elitemon start`
+would have, once, before a user's runs) and stopped after it stops; everything they do during the
+run is inside the measurement.
+
+Training throughput is measured two ways, and medians over the rounds are printed with the ratio
+to `bare`: episodes per wall-clock second of the whole fit (end to end: scheduling, checkpoints,
+callbacks), and the trainers' own `episodes_per_s` (CPU left to training while monitoring runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # read by Tune when a run starts
+
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
+from ray.tune.schedulers import PopulationBasedTraining  # noqa: E402
+from ray.tune.search.basic_variant import BasicVariantGenerator  # noqa: E402
+
+from elitemon.aggregator import NAMESPACE, start_aggregator  # noqa: E402
+from elitemon.collect import start_monitoring  # noqa: E402
+from elitemon.collect.controller import CONTROLLER_NAME  # noqa: E402
+from elitemon.config import StoreConfig  # noqa: E402
+from elitemon.demo import AgentSettings, QLearningTrainable  # noqa: E402
+from elitemon.demo._qlearning import clip  # noqa: E402
+from elitemon.demo._run import SCORE, SEARCH_SPACE  # noqa: E402
+from elitemon.tune import MonitorCallback  # noqa: E402
+
+VARIANTS = ("bare", "tune-loggers", "elitemon")
+
+
+@dataclass(frozen=True)
+class Run:
+    variant: str
+    wall_s: float
+    episodes: int
+    trainer_episodes_per_s: float  # mean over every result of the trainers' own rate
+
+    @property
+    def episodes_per_s(self) -> float:
+        return self.episodes / self.wall_s
+
+
+class _Results(tune.Callback):
+    """Counts results and collects the trainers' rates: the same bookkeeping in every variant."""
+
+    def __init__(self) -> None:
+        self.rates: list[float] = []
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        self.rates.append(result["episodes_per_s"])
+
+
+def run_once(variant: str, args: argparse.Namespace, workdir: Path, seed: int) -> Run:
+    random.seed(seed)  # PBT's exploit and explore draws: the same sequence for every variant
+    np.random.seed(seed)
+    results = _Results()
+    callbacks: list[tune.Callback] = [results]
+    handles: list = []
+    name = f"overhead-{uuid.uuid4().hex[:8]}"
+    if variant == "tune-loggers":
+        callbacks += [JsonLoggerCallback(), CSVLoggerCallback()]
+    elif variant == "elitemon":
+        data_dir = workdir / name / "elitemon"
+        handles.append(start_aggregator(StoreConfig(data_dir=data_dir), name=name))
+        handles.append(start_monitoring(aggregator_name=name))  # the callback attaches to both
+        callbacks.append(MonitorCallback(aggregator_name=name, data_dir=str(data_dir)))
+    settings = AgentSettings("Taxi-v4", args.episodes, eval_episodes=10, target=7.0)
+    scheduler = PopulationBasedTraining(
+        time_attr="training_iteration",
+        metric=SCORE,
+        mode="max",
+        perturbation_interval=5,
+        hyperparam_mutations=SEARCH_SPACE,
+        custom_explore_fn=clip,
+    )
+    tuner = tune.Tuner(
+        tune.with_resources(
+            tune.with_parameters(QLearningTrainable, settings=settings), {"cpu": args.cpus / args.agents}
+        ),
+        param_space={**SEARCH_SPACE, "seed": tune.randint(0, 2**31 - 1)},
+        tune_config=tune.TuneConfig(
+            scheduler=scheduler,
+            num_samples=args.agents,
+            reuse_actors=True,
+            search_alg=BasicVariantGenerator(random_state=seed),
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(workdir),
+            stop={"training_iteration": args.iterations},
+            callbacks=callbacks,
+            verbose=0,
+        ),
+    )
+    started = time.perf_counter()
+    grid = tuner.fit()
+    wall_s = time.perf_counter() - started
+    for handle in handles:
+        ray.kill(handle, no_restart=True)
+    _wait_until_gone(CONTROLLER_NAME)  # the next elitemon run must start a controller, not find this one
+    if grid.errors:
+        raise SystemExit(f"{variant}: {len(grid.errors)} trials failed: {grid.errors[0]}")
+    expected = args.agents * args.iterations
+    if len(results.rates) < expected:
+        raise SystemExit(f"{variant}: {len(results.rates)} results, expected at least {expected}")
+    return Run(variant, wall_s, len(results.rates) * args.episodes, statistics.fmean(results.rates))
+
+
+def _wait_until_gone(name: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"actor {name} still alive {timeout_s}s after it was killed")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one small round (a smoke test)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--agents", type=int, default=8)
+    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--episodes", type=int, default=100, help="training episodes per iteration")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.agents, args.iterations, args.episodes = 1, 4, 6, 20
+    ray.init(address="local", include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    args.cpus = ray.cluster_resources()["CPU"]
+    print(
+        f"{args.agents} agents, {args.iterations} iterations of {args.episodes} episodes, "
+        f"{args.rounds} rounds, {args.cpus:g} CPUs, Ray {ray.__version__}"
+    )
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="elitemon-overhead-") as workdir:
+        for round_ in range(args.rounds):
+            order = VARIANTS[round_ % 3 :] + VARIANTS[: round_ % 3]  # who goes first rotates too
+            for variant in order:
+                run = run_once(variant, args, Path(workdir), seed=round_)
+                runs.append(run)
+                print(
+                    f"  round {round_ + 1} {variant:13s} {run.wall_s:6.1f} s  {run.episodes_per_s:8.1f} episodes/s "
+                    f"(trainers: {run.trainer_episodes_per_s:8.1f})",
+                    flush=True,
+                )
+    ray.shutdown()
+    report(runs)
+
+
+def report(runs: list[Run]) -> None:
+    def median(variant: str, field: str) -> float:
+        return statistics.median(getattr(r, field) for r in runs if r.variant == variant)
+
+    header = ("variant", "episodes/s (end to end)", "vs bare", "trainers episodes/s", "vs bare")
+    print("\n{:13s} {:>24s} {:>8s} {:>20s} {:>8s}".format(*header))
+    base_e2e, base_trainer = median("bare", "episodes_per_s"), median("bare", "trainer_episodes_per_s")
+    for variant in VARIANTS:
+        e2e, trainer = median(variant, "episodes_per_s"), median(variant, "trainer_episodes_per_s")
+        print(f"{variant:13s} {e2e:24.1f} {e2e / base_e2e:8.3f} {trainer:20.1f} {trainer / base_trainer:8.3f}")
+    e2e_cost = 1 - median("elitemon", "episodes_per_s") / base_e2e
+    trainer_cost = 1 - median("elitemon", "trainer_episodes_per_s") / base_trainer
+    print(f"monitoring cost: {e2e_cost:+.1%} end to end, {trainer_cost:+.1%} in the trainers (target: under 1%)")
+
+
+if __name__ == "__main__":
+    main()
