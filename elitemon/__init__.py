@@ -1,8 +1,27 @@
-"""elitemon: Ray-native monitoring and analytics for Population-Based Training."""
+"""elitemon: Ray-native monitoring and analytics for Population-Based Training.
+
+The client and `report` functions are imported on first use, so that the parts without Ray (the
+analytics, the holomorphic kernel) import on machines that have no Ray.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from elitemon.client import Client, connect
-from elitemon.report import flush, report, report_exploit
+_EXPORTS = {
+    "Client": "elitemon.client",
+    "connect": "elitemon.client",
+    "flush": "elitemon.report",
+    "report": "elitemon.report",
+    "report_exploit": "elitemon.report",
+}
+__all__ = [*_EXPORTS, "__version__"]
 
-__all__ = ["Client", "connect", "flush", "report", "report_exploit", "__version__"]
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'elitemon' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Benchmarks that elitemon runs on the user's hardware: the holomorphic (analytic-signal) kernel."""
