@@ -14,9 +14,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Client": "elitemon.client",
     "connect": "elitemon.client",
-    "flush": "elitemon.report",
-    "report": "elitemon.report",
-    "report_exploit": "elitemon.report",
+    "flush": "elitemon.reporting",
+    "report": "elitemon.reporting",
+    "report_exploit": "elitemon.reporting",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

@@ -26,7 +26,7 @@ from ray.tune import Callback
 from elitemon import aggregator
 from elitemon.config import StoreConfig
 from elitemon.producer import Producer, RaySink
-from elitemon.report import Reporter, config_rows
+from elitemon.reporting import Reporter, config_rows
 from elitemon.tune import _exploits
 
 TRAINING_ITERATION = "training_iteration"

@@ -80,3 +80,13 @@ def test_gpu_matches_scipy_hilbert_in_float64() -> None:
         got = type(result)(*(cp.asnumpy(part) for part in (result.signal, result.envelope, result.frequency)))
         errors = relative_errors(got, reference(frames))
         assert max(errors.values()) < 1e-5, (name, errors)
+
+
+def test_the_kernel_imports_without_ray() -> None:
+    """A bare GPU machine may have no Ray: the kernel and its benchmark must not need it."""
+    import subprocess
+    import sys
+
+    code = "import sys, elitemon, elitemon.bench.holomorphic; assert 'ray' not in sys.modules, 'ray imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -13,7 +13,7 @@ from elitemon.client import Client
 from elitemon.config import StoreConfig
 from elitemon.producer import Producer, StoreSink
 from elitemon.query import select
-from elitemon.report import Reporter
+from elitemon.reporting import Reporter
 from elitemon.store import Store
 
 
