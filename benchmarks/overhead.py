@@ -43,7 +43,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator  # noqa: E402
 
 from elitemon.aggregator import NAMESPACE, start_aggregator  # noqa: E402
 from elitemon.collect import start_monitoring  # noqa: E402
-from elitemon.collect.controller import CONTROLLER_NAME  # noqa: E402
+from elitemon.collect.controller import controller_name  # noqa: E402
 from elitemon.config import StoreConfig  # noqa: E402
 from elitemon.demo import AgentSettings, QLearningTrainable  # noqa: E402
 from elitemon.demo._qlearning import clip  # noqa: E402
@@ -122,7 +122,7 @@ def run_once(variant: str, args: argparse.Namespace, workdir: Path, seed: int) -
     wall_s = time.perf_counter() - started
     for handle in handles:
         ray.kill(handle, no_restart=True)
-    _wait_until_gone(CONTROLLER_NAME)  # the next elitemon run must start a controller, not find this one
+    _wait_until_gone(controller_name(name))
     if grid.errors:
         raise SystemExit(f"{variant}: {len(grid.errors)} trials failed: {grid.errors[0]}")
     expected = args.agents * args.iterations

@@ -69,10 +69,15 @@ class Reporter:
         source_config: Mapping[str, Any] | None = None,
         new_config: Mapping[str, Any] | None = None,
         operations: Mapping[str, Any] | None = None,
+        trigger_generation: int | None = None,
         **details: Any,
     ) -> None:
         """Record that `target` copied `source` (exploit) and perturbed the copy (explore).
-        Extra keyword details (e.g. Tune's experiment tags) go into the payload as they are."""
+
+        `generation` is the target's generation before the exploit; `trigger_generation`, where it
+        differs (Tune logs the target's previous result), the generation whose result triggered it,
+        which becomes the event's `generation`. Extra keyword details (e.g. Tune's experiment tags)
+        go into the payload as they are."""
         payload = {
             "target_generation": generation,
             "source_generation": source_generation,
@@ -80,6 +85,7 @@ class Reporter:
             "source_config": source_config,
             "new_config": new_config,
             "operations": operations,
+            "trigger_generation": generation if trigger_generation is None else trigger_generation,
             **details,
         }
         row = {
@@ -88,7 +94,7 @@ class Reporter:
             "source_agent": source,
             "node": target_node or self._node,
             "source_node": source_node,
-            "generation": generation,
+            "generation": payload["trigger_generation"],
             "payload": json.dumps(payload, default=str),
         }
         self._producer.write_rows("events", [row])

@@ -23,6 +23,12 @@ from elitemon.collect.monitor import NodeMonitor
 from elitemon.producer import Producer, RaySink
 
 CONTROLLER_NAME = "monitor-controller"
+
+
+def controller_name(aggregator_name: str = aggregator.NAME) -> str:
+    """The controller that feeds `aggregator_name`: one per aggregator, so that monitoring for two
+    stores (two runs, two tests) never shares a controller or monitors writing to the other store."""
+    return CONTROLLER_NAME if aggregator_name == aggregator.NAME else f"{CONTROLLER_NAME}-{aggregator_name}"
 log = logging.getLogger(__name__)
 
 
@@ -107,7 +113,7 @@ class MonitorController:
         handle = (
             ray.remote(NodeMonitor)
             .options(
-                name=f"node-monitor-{node_id}",
+                name=f"node-monitor-{self._aggregator_name}-{node_id}",
                 namespace=aggregator.NAMESPACE,
                 get_if_exists=True,
                 num_cpus=0,
@@ -149,7 +155,7 @@ def start_monitoring(
     interval_s: float = 1.0,
     sample_interval_s: float = 1.0,
     aggregator_name: str = aggregator.NAME,
-    name: str = CONTROLLER_NAME,
+    name: str | None = None,
     detached: bool = False,
 ) -> Any:
     """Start (or attach to) the controller, which puts a NodeMonitor on every node.
@@ -157,7 +163,7 @@ def start_monitoring(
     Keep the returned handle: unless `detached`, Ray ends the controller (and so its monitors)
     once no handle to it is left."""
     options: dict[str, Any] = {
-        "name": name,
+        "name": name or controller_name(aggregator_name),
         "namespace": aggregator.NAMESPACE,
         "get_if_exists": True,
         "num_cpus": 0,

@@ -80,7 +80,10 @@ class MonitorCallback(Callback):
         metrics = {k: v for k, v in result.items() if k not in (TRAINING_ITERATION, "config")}
         self._reporter.report(trial.trial_id, generation, metrics, node=result.get("node_ip"))
         self._map_trainer(trial.trial_id, result.get("node_ip"), result.get("pid"))
-        migrating = self._migrating.pop(trial.trial_id, None)
+        # The first result after the restore: the triggering result (delivered to callbacks after
+        # the scheduler exploited) and results already on their way still count from before it.
+        restored = result.get("iterations_since_restore", 1) == 1
+        migrating = self._migrating.pop(trial.trial_id, None) if restored else None
         if migrating is not None:
             exploited_at, source = migrating
             payload = {"latency_s": time.time() - exploited_at, "source": source}
@@ -131,11 +134,12 @@ class MonitorCallback(Callback):
             source_config=exploit.source_config,
             new_config=exploit.new_config,
             operations=exploit.operations,
+            trigger_generation=exploit.trigger_iteration,
             target_tag=exploit.target_tag,
             source_tag=exploit.source_tag,
         )
         self.producer.write_rows(
-            "configs", config_rows(exploit.target, exploit.target_iteration, _flat(exploit.new_config))
+            "configs", config_rows(exploit.target, exploit.trigger_iteration, _flat(exploit.new_config))
         )
 
     def _event(self, kind: str, trial: Any, generation: int | None, payload: dict) -> None:

@@ -114,6 +114,9 @@ def check_run(experiment: Path, handle: object, reported: list[tuple[str, int, f
         payload = json.loads(event["payload"])
         assert event["agent"] != event["source_agent"] and event["node"] and event["source_node"]
         assert set(payload["operations"]) <= set(payload["new_config"])
+        # Async PBT exploits on the result that reached the perturbation point, which Tune has not
+        # yet recorded on the trial: its log (pbt_global.txt) names the iteration before.
+        assert event["generation"] == payload["trigger_generation"] == payload["target_generation"] + 1
         for param, operation in payload["operations"].items():
             if operation.startswith("* "):  # PBT's perturbation: the source's value times the factor
                 factor = float(operation[2:])
@@ -121,6 +124,9 @@ def check_run(experiment: Path, handle: object, reported: list[tuple[str, int, f
     completed = client.events(type="migration_completed").to_pylist()
     assert {e["agent"] for e in completed} == {e["agent"] for e in exploits}
     assert all(json.loads(e["payload"])["latency_s"] >= 0 for e in completed)
+    for done in completed:  # on the restored state: at most one step past the source's iteration
+        sources = [json.loads(e["payload"]) for e in exploits if e["agent"] == done["agent"] and e["ts"] <= done["ts"]]
+        assert done["generation"] <= sources[-1]["source_generation"] + 1
     scores = client.samples(metric="score")
     stored = zip(*(scores.column(c).to_pylist() for c in ("source", "generation", "value")), strict=True)
     assert sorted(stored) == sorted(reported), "one score sample per result (exploited trials repeat iterations)"
