@@ -51,3 +51,15 @@ def test_overhead_benchmark_runs_all_three_variants() -> None:
     for variant in ("bare", "tune-loggers", "elitemon"):
         assert any(line.startswith(variant) for line in out.splitlines()), f"no {variant} row in:\n{out}"
     assert "monitoring cost:" in out
+
+
+def test_anomaly_evaluation_scores_every_method() -> None:
+    out = _run("anomaly_eval.py", "--quick")
+    for method in ("RobustDetector", "IsolationForestDetector", "static", "rolling z"):
+        assert method in out, f"no {method} row in:\n{out}"
+    assert "points/s" in out
+
+
+def test_importance_evaluation_compares_forest_and_spearman() -> None:
+    out = _run("importance_eval.py", "--quick")
+    assert "forest" in out and "spearman" in out and "populations in" in out
