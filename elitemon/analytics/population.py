@@ -284,8 +284,9 @@ def throughput_from_counter(
     source's checkpoint, counter included, so the counter jumps (up or down) without work being done.
     An interval is used only if the generation advanced by exactly 1, the counter did not decrease, Δts
     is positive, and (when `events` is given) no "exploit" event targets the agent in [previous ts,
-    ts); the others are counted in `skipped`. Pass `events` (columns ts, type, agent): a synchronous
-    exploit between agents at the same generation is invisible in the samples alone.
+    ts) or in the interval before it (Tune writes the exploit before its triggering report); the
+    others are counted in `skipped`. Pass `events` (columns ts, type, agent): a synchronous exploit
+    between agents at the same generation is invisible in the samples alone.
 
     `latest` is the rate of the last used interval; `mean` is Σ Δvalue / Σ Δts over the used intervals,
     the work actually done per second. Being wall-clock time between reports, it includes evaluation,
@@ -306,8 +307,11 @@ def _counter_throughput(rows: pd.DataFrame, exploit_seconds: np.ndarray) -> Agen
     values = rows["value"].to_numpy(dtype=np.float64)
     generations = rows["generation"].to_numpy(dtype=np.float64, na_value=np.nan)
     elapsed, work = np.diff(seconds), np.diff(values)
-    # An exploit follows the report that triggered it, so it falls in [previous ts, ts).
-    exploited = np.searchsorted(exploit_seconds, seconds[1:]) > np.searchsorted(exploit_seconds, seconds[:-1])
+    # The restore jump is the interval after the exploit. Custom loops write the exploit after the
+    # report that triggered it, so it falls in that very interval; Tune's scheduler exploits before
+    # the triggering report is written, so it falls in the interval before. Skip both.
+    in_interval = np.searchsorted(exploit_seconds, seconds[1:]) > np.searchsorted(exploit_seconds, seconds[:-1])
+    exploited = in_interval | np.concatenate(([False], in_interval[:-1]))
     used = (elapsed > 0) & (work >= 0) & (np.diff(generations) == 1) & ~exploited
     intervals = int(used.sum())
     if not intervals:

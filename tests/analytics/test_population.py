@@ -335,18 +335,18 @@ EXPLOITS = make_events([(25, "exploit", "a"), (25, "migration_completed", "b"), 
 def test_throughput_from_counter_with_exploit_events():
     result = throughput_from_counter(COUNTERS, events=EXPLOITS)
     assert result.method is ThroughputMethod.COUNTER
-    # a: intervals 0-10 (100/10), 10-20 (100/10), [20-30 holds the exploit: skipped], 30-40 (50/10 = 5).
-    # mean = (100 + 100 + 50)/(10 + 10 + 10) = 250/30.
-    assert result.per_agent["a"] == AgentThroughput(latest=5.0, mean=pytest.approx(250 / 30), intervals=3, skipped=1)
+    # a: intervals 0-10 (100/10), 10-20 (100/10); 20-30 holds the exploit and 30-40 follows it: both
+    # skipped (the rule covers either order of exploit and triggering report). mean = 200/20.
+    assert result.per_agent["a"] == AgentThroughput(latest=10.0, mean=pytest.approx(10.0), intervals=2, skipped=2)
     # b: 0-10 (50), 10-20 (50), [20-30: generation 3 -> 2 and counter down: skipped], 30-40 (30/10 = 3).
     # mean = (50 + 50 + 30)/30 = 130/30.
     assert result.per_agent["b"] == AgentThroughput(latest=3.0, mean=pytest.approx(130 / 30), intervals=3, skipped=1)
     # c: no interval; its exploit at t=35 does not touch a or b.
     assert result.per_agent["c"] == AgentThroughput(latest=None, mean=None, intervals=0, skipped=0)
-    # Totals over a and b: latest 5 + 3 = 8; mean 250/30 + 130/30 = 380/30; mean latest (5 + 3)/2 = 4.
-    assert result.total_latest == 8.0
-    assert result.total_mean == pytest.approx(380 / 30)
-    assert result.mean_latest_per_agent == 4.0
+    # Totals over a and b: latest 10 + 3 = 13; mean 10 + 130/30; mean latest (10 + 3)/2 = 6.5.
+    assert result.total_latest == 13.0
+    assert result.total_mean == pytest.approx(10 + 130 / 30)
+    assert result.mean_latest_per_agent == 6.5
 
 
 def test_throughput_from_counter_without_events_misses_a_same_generation_exploit():
@@ -377,10 +377,19 @@ def test_throughput_from_counter_rejects_bad_events():
 
 
 def test_an_exploit_stamped_with_its_triggering_report_skips_the_next_interval():
-    # The exploit at t=20 follows the report at t=20 that triggered it: interval 20-30 is skipped, 10-20 kept.
+    # The exploit at t=20 follows the report at t=20 that triggered it (a custom loop's order): the
+    # restore jump 20-30 and the interval after it are skipped, 10-20 kept.
     a = throughput_from_counter(COUNTERS, events=make_events([(20, "exploit", "a")])).per_agent["a"]
-    # Used: 0-10, 10-20, 30-40 -> (100 + 100 + 50)/30.
-    assert (a.intervals, a.skipped, a.mean) == (3, 1, pytest.approx(250 / 30))
+    # Used: 0-10, 10-20 -> (100 + 100)/20.
+    assert (a.intervals, a.skipped, a.mean) == (2, 2, pytest.approx(10.0))
+
+
+def test_an_exploit_written_before_its_triggering_report_still_skips_the_restore_jump():
+    # Tune's order: the scheduler exploits (t=15) before the triggering report (t=20) is written, so
+    # the exploit lands in 10-20 while the counter jumps (300 -> 1100) in 20-30: both are skipped.
+    a = throughput_from_counter(COUNTERS, events=make_events([(15, "exploit", "a")])).per_agent["a"]
+    # Used: 0-10 (100) and 30-40 (50) -> 150/20.
+    assert (a.intervals, a.skipped, a.mean) == (2, 2, pytest.approx(7.5))
 
 
 @settings(max_examples=50, deadline=None)
