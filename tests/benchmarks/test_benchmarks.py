@@ -63,3 +63,8 @@ def test_anomaly_evaluation_scores_every_method() -> None:
 def test_importance_evaluation_compares_forest_and_spearman() -> None:
     out = _run("importance_eval.py", "--quick")
     assert "forest" in out and "spearman" in out and "populations in" in out
+
+
+def test_forecast_evaluation_compares_with_both_baselines() -> None:
+    out = _run("forecast_eval.py", "--quick")
+    assert "/last" in out and "/linear" in out and "cover80" in out

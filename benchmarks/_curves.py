@@ -1,0 +1,153 @@
+"""Score curves for the forecast evaluation: synthetic families with a known trend, and real ones.
+
+Synthetic: every curve is `trend(generation) + noise`, where the trend is known exactly (also past the
+curve's end), so a forecast of the trend can be scored without noise in the truth. Five families:
+
+- `exponential`: a saturating exponential, A - (A - y0) exp(-g / tau);
+- `power_law`: A - B (g + g0)^-c, slow to flatten;
+- `sigmoid`: a plateau, then a rise to a second plateau (the rise may start after the observed part);
+- `pbt_jumps`: a saturating curve plus upward steps at random generations (an exploit copying a much
+  better agent, or a new best agent taking over the population's best score);
+- `noisy`: any of the above with heavy-tailed noise (Student t, 3 degrees of freedom) at a high level.
+
+Scale and offset are random (scores may be negative, as Taxi returns are), and so is the noise level.
+
+Real: `qlearning_pbt_curves` runs small Population-Based Training loops over the demo's tabular
+Q-learning agent (`elitemon.demo._qlearning.QLearner`), without Ray or Tune: every `interval`
+iterations the bottom quarter copies the Q-table and hyperparameters of a random agent of the top
+quarter and perturbs each hyperparameter (x0.8 or x1.2, or a fresh draw with probability 0.25), as
+Tune's PBT does. The population's best and mean score per iteration, and each agent's score (with
+the jumps of its exploits), are the curves. They are real
+training curves (nothing about them is made up), but from this loop, not from a Tune run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+FAMILIES = ("exponential", "power_law", "sigmoid", "pbt_jumps", "noisy")
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One curve: its observed scores per generation 1..len(scores), and its trend if known.
+
+    `trend` maps generations (any, also past the end) to the noise-free score; for real curves it is
+    None and the evaluation uses a centred moving average of the scores instead.
+    """
+
+    family: str
+    scores: np.ndarray
+    trend: Callable[[np.ndarray], np.ndarray] | None
+
+
+def synthetic_curves(count_per_family: int, *, seed: int) -> list[Curve]:
+    """`count_per_family` curves of each family, reproducible from `seed`."""
+    rng = np.random.default_rng(seed)
+    return [_synthetic(family, rng) for family in FAMILIES for _ in range(count_per_family)]
+
+
+def _synthetic(family: str, rng: np.random.Generator) -> Curve:
+    length = int(rng.integers(40, 151))
+    offset, amplitude = rng.normal(0.0, 50.0), float(np.exp(rng.uniform(np.log(0.5), np.log(200.0))))
+    heavy_tailed = family == "noisy"
+    shape = str(rng.choice(FAMILIES[:4])) if heavy_tailed else family
+    unit_trend = _unit_trend(shape, length, rng)
+    noise_level = float(np.exp(rng.uniform(np.log(0.05), np.log(0.25)))) if heavy_tailed else _quiet_noise(rng)
+    generations = np.arange(1, length + 1, dtype=float)
+    noise = rng.standard_t(3, size=length) / np.sqrt(3.0) if heavy_tailed else rng.normal(size=length)
+
+    def trend(g: np.ndarray) -> np.ndarray:
+        return offset + amplitude * unit_trend(np.asarray(g, dtype=float))
+
+    scores = trend(generations) + amplitude * noise_level * noise
+    return Curve(family=family, scores=scores, trend=trend)
+
+
+def _quiet_noise(rng: np.random.Generator) -> float:
+    """Noise as a fraction of the curve's amplitude: from nearly none to a tenth."""
+    return float(np.exp(rng.uniform(np.log(0.002), np.log(0.1))))
+
+
+def _unit_trend(shape: str, length: int, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+    """A non-decreasing trend from about 0 towards about 1 over `length` generations (or later)."""
+    if shape == "exponential":
+        tau = float(np.exp(rng.uniform(np.log(length / 12), np.log(length * 1.5))))
+        return lambda g: 1.0 - np.exp(-g / tau)
+    if shape == "power_law":
+        shift, power = float(rng.uniform(0.5, 5.0)), float(rng.uniform(0.3, 1.5))
+        return lambda g: 1.0 - ((g + shift) / (1.0 + shift)) ** -power
+    if shape == "sigmoid":
+        middle, width = float(rng.uniform(0.1, 0.8) * length), float(rng.uniform(0.02, 0.15) * length)
+        return lambda g: 1.0 / (1.0 + np.exp(-(g - middle) / width))
+    if shape == "pbt_jumps":
+        base = _unit_trend(str(rng.choice(["exponential", "power_law"])), length, rng)
+        at = np.sort(rng.uniform(1, length, size=rng.poisson(2.0) + 1))
+        sizes = rng.uniform(0.05, 0.3, size=at.size)
+        return lambda g: (base(g) + (sizes * (g[..., None] >= at)).sum(axis=-1)) / (1.0 + sizes.sum())
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def qlearning_pbt_curves(
+    *,
+    env_ids: tuple[str, ...] = ("Taxi-v4", "FrozenLake-v1"),
+    seeds: tuple[int, ...] = (0, 1),
+    agents: int = 8,
+    iterations: int = 60,
+    episodes_per_iteration: int = 25,
+    eval_episodes: int = 20,
+    interval: int = 5,
+) -> list[Curve]:
+    """The best, the mean and each agent's score per iteration of one PBT run per (environment, seed)."""
+    from elitemon.demo._qlearning import BOUNDS, Hyperparameters, QLearner
+
+    curves = []
+    for env_id in env_ids:
+        for seed in seeds:
+            rng = np.random.default_rng(seed)
+            learners = [QLearner(env_id, seed=seed * 1000 + i) for i in range(agents)]
+            settings = [_draw_hyperparameters(rng) for _ in range(agents)]
+            history = np.empty((iterations, agents))
+            for iteration in range(iterations):
+                for i, learner in enumerate(learners):
+                    hp = Hyperparameters(**settings[i])
+                    learner.train(hp, episodes_per_iteration)
+                    history[iteration, i] = learner.evaluate(eval_episodes).mean_return
+                if (iteration + 1) % interval == 0:
+                    _exploit_and_explore(history[iteration], learners, settings, rng, BOUNDS)
+            curves.append(Curve(family=f"{env_id} best", scores=history.max(axis=1), trend=None))
+            curves.append(Curve(family=f"{env_id} mean", scores=history.mean(axis=1), trend=None))
+            curves.extend(Curve(family=f"{env_id} agent", scores=history[:, i], trend=None) for i in range(agents))
+    return curves
+
+
+def _draw_hyperparameters(rng: np.random.Generator) -> dict[str, float]:
+    """The demo's search space (elitemon.demo._run.SEARCH_SPACE)."""
+    return {
+        "epsilon": float(rng.uniform(0.01, 0.5)),
+        "lr": float(np.exp(rng.uniform(np.log(0.01), np.log(1.0)))),
+        "discount": float(rng.uniform(0.5, 0.999)),
+        "reward_shaping": float(rng.uniform(0.0, 2.0)),
+    }
+
+
+def _exploit_and_explore(
+    scores: np.ndarray,
+    learners: list,
+    settings: list[dict[str, float]],
+    rng: np.random.Generator,
+    bounds: dict[str, tuple[float, float]],
+) -> None:
+    order = np.argsort(scores)
+    quarter = max(1, len(scores) // 4)
+    for loser in order[:quarter]:
+        winner = int(rng.choice(order[-quarter:]))
+        learners[loser].load(learners[winner].state())
+        fresh = _draw_hyperparameters(rng)
+        settings[loser] = {
+            name: float(np.clip(fresh[name] if rng.random() < 0.25 else value * rng.choice([0.8, 1.2]), *bounds[name]))
+            for name, value in settings[winner].items()
+        }

@@ -1,0 +1,239 @@
+"""How well the convergence forecast predicts, against two naive baselines, on curves it has not seen.
+
+    python benchmarks/forecast_eval.py               # the full run (about 90 s of CPU on 1 core)
+    python benchmarks/forecast_eval.py --quick       # a smoke test (under 30 s): few curves, no Q-learning
+    python benchmarks/forecast_eval.py --calibrate --per-family 100   # learning_curves._CALIBRATION (3.5 min)
+
+Curves (benchmarks/_curves.py): synthetic ones from five families with random parameters (seed 1;
+the calibration uses seed 0, other curves), and real ones: the best, mean and per-agent scores of
+small Q-learning PBT runs (Taxi and FrozenLake, the demo's agent, without Tune).
+
+For each curve of T generations and each observed fraction f (30% and 50%), the forecaster sees
+generations 1..n = round(f T) and predicts:
+- the final value: the expected score at generation T (the truth: the synthetic trend without
+  noise; for real curves, a centred 5-point moving average of the scores);
+- generations to a target: a target between the best of the truth so far and 25% past the truth's
+  final best (so about one in five is not reached by T); the truth is the first generation after n
+  at which the truth curve reaches it. Any prediction past T counts as T (the run ends there), for
+  every method alike; the error is measured over the targets that are reached.
+Baselines: the last observed value (it predicts no further change), and a straight line through
+the last k = 10 observed points. Errors of the final value are in units of the curve's range (the
+truth's max - min over 1..T), so that curves of every scale weigh the same. Also reported: how often
+the 80% intervals contain the truth, and the Brier score of the probability of reaching the target
+by T (the baselines' probabilities are 0 or 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from _curves import FAMILIES, Curve, qlearning_pbt_curves, synthetic_curves
+
+from elitemon.analytics.convergence import forecast_convergence
+from elitemon.analytics.learning_curves import MAX_RELATIVE_HORIZON, MIN_POINTS, fit_learning_curve
+
+FRACTIONS = (0.3, 0.5)
+LINEAR_POINTS = 10
+CALIBRATION_CUTS = 4
+CALIBRATION_HORIZONS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One forecast and its truth; errors of values are in units of the curve's range."""
+
+    family: str
+    fraction: float
+    seconds: float
+    final_error: float
+    final_error_last: float
+    final_error_linear: float
+    final_covered: bool
+    target_reached: bool
+    generations_error: float
+    generations_error_last: float
+    generations_error_linear: float
+    generations_covered: bool
+    brier: float
+    brier_last: float
+    brier_linear: float
+
+
+def truth_curve(curve: Curve) -> np.ndarray:
+    """The curve's noise-free trend over 1..T, or for a real curve its centred 5-point moving average."""
+    generations = np.arange(1, curve.scores.size + 1, dtype=float)
+    if curve.trend is not None:
+        return curve.trend(generations)
+    return pd.Series(curve.scores).rolling(5, center=True, min_periods=1).mean().to_numpy()
+
+
+def evaluate(curve: Curve, fraction: float, rng: np.random.Generator) -> Case | None:
+    length = curve.scores.size
+    n = int(round(fraction * length))
+    if n < MIN_POINTS:
+        return None
+    truth = truth_curve(curve)
+    unit = float(truth.max() - truth.min()) or 1.0
+    observed = curve.scores[:n]
+    generations = np.arange(1, n + 1, dtype=float)
+    remaining = length - n
+
+    target = _target(truth, n, rng)
+    started = time.process_time()  # CPU time: the machine may be shared, and wall time then says little
+    fit = fit_learning_curve(generations, observed)
+    forecast = forecast_convergence(fit, target=target, horizon_generations=remaining)
+    seconds = time.process_time() - started
+
+    line = np.polyfit(generations[-LINEAR_POINTS:], observed[-LINEAR_POINTS:], 1)
+    future = np.arange(n, length + 1, dtype=float)
+    low, high = fit.interval(float(length))
+    reached_at = _first_at_least(truth[n:], target)  # generations after n, 1-based
+    true_steps = None if reached_at is None else reached_at + 1
+
+    def steps_error(predicted: int | None) -> float:
+        if true_steps is None:
+            return np.nan
+        return abs(min(remaining if predicted is None else predicted, remaining) - true_steps)
+
+    linear_steps = _first_at_least(np.polyval(line, future), target)
+    last_steps = 0 if observed[-1] >= target else None
+    lowest = forecast.generations_remaining_low
+    highest = forecast.generations_remaining_high
+    reached = float(true_steps is not None)
+    return Case(
+        family=curve.family,
+        fraction=fraction,
+        seconds=seconds,
+        final_error=abs(float(fit.expected(float(length))) - truth[-1]) / unit,
+        final_error_last=abs(observed[-1] - truth[-1]) / unit,
+        final_error_linear=abs(float(np.polyval(line, length)) - truth[-1]) / unit,
+        final_covered=bool(low <= truth[-1] <= high),
+        target_reached=true_steps is not None,
+        generations_error=steps_error(forecast.generations_remaining),
+        generations_error_last=steps_error(last_steps),
+        generations_error_linear=steps_error(linear_steps),
+        generations_covered=true_steps is not None
+        and (lowest is not None and lowest <= true_steps)
+        and (highest is None or true_steps <= highest),
+        brier=(float(forecast.probability_within_horizon) - reached) ** 2,
+        brier_last=(float(last_steps is not None) - reached) ** 2,
+        brier_linear=(float(linear_steps is not None and linear_steps <= remaining) - reached) ** 2,
+    )
+
+
+def _target(truth: np.ndarray, n: int, rng: np.random.Generator) -> float:
+    """A target above everything the truth has reached by n, up to 25% past its final best."""
+    so_far, best = float(truth[:n].max()), float(truth.max())
+    gap = max(best - so_far, 0.02 * float(truth.max() - truth.min()) or 1.0)
+    return so_far + rng.uniform(0.02, 1.25) * gap
+
+
+def _first_at_least(values: np.ndarray, level: float) -> int | None:
+    hits = np.flatnonzero(values >= level)
+    return int(hits[0]) if hits.size else None
+
+
+def run(curves: list[Curve], seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    cases = [evaluate(curve, fraction, rng) for curve in curves for fraction in FRACTIONS]
+    return pd.DataFrame([case.__dict__ for case in cases if case is not None])
+
+
+def table(cases: pd.DataFrame, group: str) -> pd.DataFrame:
+    """Per group and fraction: errors, their ratios to the baselines, coverage, Brier scores."""
+    rows = []
+    for (name, fraction), part in cases.groupby([group, "fraction"], sort=False):
+        reached = part[part["target_reached"]]
+        rows.append(
+            {
+                group: name,
+                "obs": f"{fraction:.0%}",
+                "n": len(part),
+                "final MAE": part["final_error"].mean(),
+                "/last": part["final_error"].mean() / part["final_error_last"].mean(),
+                "/linear": part["final_error"].mean() / part["final_error_linear"].mean(),
+                "final cover80": part["final_covered"].mean(),
+                "gens MAE": reached["generations_error"].mean(),
+                "g/last": reached["generations_error"].mean() / reached["generations_error_last"].mean(),
+                "g/linear": reached["generations_error"].mean() / reached["generations_error_linear"].mean(),
+                "gens cover80": reached["generations_covered"].mean(),
+                "Brier": part["brier"].mean(),
+                "B last": part["brier_last"].mean(),
+                "B linear": part["brier_linear"].mean(),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def calibrate(curves: list[Curve], seed: int) -> np.ndarray:
+    """Quantiles 10/50/90% of (trend - expected) / s(h) per relative horizon h, over `curves`.
+
+    Each curve is cut at CALIBRATION_CUTS random points (15% to 85% of its length) and forecast at the horizons
+    of CALIBRATION_HORIZONS that stay within its length, as in the evaluation (a forecast made
+    during a run, of that run): a horizon of h spans is seen from curves cut before 1 / (1 + h).
+    """
+    rng = np.random.default_rng(seed)
+    normalised: dict[float, list[float]] = {h: [] for h in CALIBRATION_HORIZONS}
+    for curve in curves:
+        length = curve.scores.size
+        for fraction in rng.uniform(0.15, 0.85, size=CALIBRATION_CUTS):
+            n = int(round(fraction * length))
+            if n < MIN_POINTS:
+                continue
+            fit = fit_learning_curve(np.arange(1, n + 1, dtype=float), curve.scores[:n])
+            for h in CALIBRATION_HORIZONS:
+                generation = n + h * fit.span
+                s = float(fit.uncertainty(generation)) if generation <= length else 0.0
+                if s > 0:
+                    trend = float(curve.trend(np.array([generation]))[0])
+                    normalised[h].append((trend - float(fit.expected(generation))) / s)
+    return np.array(
+        [[h, *np.quantile(normalised[h], (0.1, 0.5, 0.9)), len(normalised[h])] for h in CALIBRATION_HORIZONS]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a small run for a smoke test")
+    parser.add_argument("--calibrate", action="store_true", help="print the calibration table (seed 0 curves)")
+    parser.add_argument("--per-family", type=int, default=60, help="synthetic curves per family (full run)")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    if args.calibrate:
+        quantiles = calibrate(synthetic_curves(args.per_family, seed=0), seed=0)
+        rows = "\n".join(
+            f"        [{h:g}, {low:.3f}, {middle:.3f}, {high:.3f}],  # {count:.0f} forecasts"
+            for h, low, middle, high, count in quantiles
+        )
+        print(f"_CALIBRATION = np.array(\n    [\n{rows}\n    ]\n)")
+        print(f"({time.perf_counter() - started:.0f} s; horizons beyond {MAX_RELATIVE_HORIZON:g} are refused)")
+        return
+    per_family = 8 if args.quick else args.per_family
+    synthetic = run(synthetic_curves(per_family, seed=1), seed=1)
+    synthetic["set"] = "synthetic"
+    results = [synthetic]
+    if not args.quick:
+        real = run(qlearning_pbt_curves(), seed=2)
+        real["kind"] = real["family"].str.split(" ").str[-1]
+        real["set"] = "Q-learning PBT"
+        results.append(real)
+    cases = pd.concat(results, ignore_index=True)
+    pd.set_option("display.width", 200)
+    pd.set_option("display.float_format", lambda v: f"{v:.3f}")
+    print(f"synthetic curves: {per_family} per family ({', '.join(FAMILIES)}), seed 1\n")
+    print(table(cases, "set").to_string(index=False), end="\n\n")
+    print(table(synthetic, "family").to_string(index=False), end="\n\n")
+    if not args.quick:
+        print(table(real, "kind").to_string(index=False), end="\n\n")
+    print(
+        f"CPU seconds per fit + forecast: median {cases['seconds'].median():.3f}, max {cases['seconds'].max():.3f}; "
+        f"whole run {time.perf_counter() - started:.0f} s wall, {time.process_time():.0f} s CPU"
+    )
+
+
+if __name__ == "__main__":
+    main()
