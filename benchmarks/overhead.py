@@ -11,9 +11,9 @@ of iterations), run in rounds, alternating, so that drift of the machine hits th
   already pays for result logging;
 - `elitemon`: MonitorCallback with node monitors sampling every second, streaming every result,
   config, trial event and exploit into an aggregator.
-The aggregator and the monitor controller are started before the clock starts (as `elitemon start`
-would have, once, before a user's runs) and stopped after it stops; everything they do during the
-run is inside the measurement.
+The aggregator, the monitor controller and its node monitors are started, and running (a heartbeat
+from every node), before the clock starts, as `elitemon start` would have done once before a user's
+runs; they are stopped after it stops. Everything they do during the run is inside the measurement.
 
 Training throughput is measured two ways, and medians over the rounds are printed with the ratio
 to `bare`: episodes per wall-clock second of the whole fit (end to end: scheduling, checkpoints,
@@ -88,6 +88,7 @@ def run_once(variant: str, args: argparse.Namespace, workdir: Path, seed: int) -
         data_dir = workdir / name / "elitemon"
         handles.append(start_aggregator(StoreConfig(data_dir=data_dir), name=name))
         handles.append(start_monitoring(aggregator_name=name))  # the callback attaches to both
+        _wait_for_heartbeats(handles[-1])
         callbacks.append(MonitorCallback(aggregator_name=name, data_dir=str(data_dir)))
     settings = AgentSettings("Taxi-v4", args.episodes, eval_episodes=10, target=7.0)
     scheduler = PopulationBasedTraining(
@@ -128,6 +129,19 @@ def run_once(variant: str, args: argparse.Namespace, workdir: Path, seed: int) -
     if not results.rates:  # (fewer than agents x iterations is normal: a restore can jump ahead)
         raise SystemExit(f"{variant}: no results")
     return Run(variant, wall_s, len(results.rates) * args.episodes, statistics.fmean(results.rates))
+
+
+def _wait_for_heartbeats(controller, timeout_s: float = 60.0) -> None:
+    """Start the clock on a running monitor: actor start-up (a Python worker importing Ray and
+    pyarrow, seconds of CPU here) happens once per cluster, not per run, and is not training cost."""
+    alive = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        nodes = ray.get(controller.nodes.remote())
+        if alive <= {node for node, seen in nodes.items() if seen["last_heartbeat"] is not None}:
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"no heartbeat from every node's monitor within {timeout_s}s")
 
 
 def _wait_until_gone(name: str, timeout_s: float = 30.0) -> None:

@@ -26,14 +26,14 @@ from elitemon.collect import start_monitoring
 from elitemon.config import StoreConfig
 
 
-def wait_for(condition, timeout_s: float, what: str):
+def wait_for(condition, timeout_s: float, what: str, explain=lambda: ""):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(0.2)
-    raise SystemExit(f"timed out after {timeout_s}s waiting for {what}")
+    raise SystemExit(f"timed out after {timeout_s}s waiting for {what}; {explain()}")
 
 
 def node_events(client: Client, kind: str) -> list[dict]:
@@ -49,7 +49,7 @@ def main(data_dir: Path) -> None:
     workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
     ray.init(address=cluster.address, namespace="elitemon", logging_level="WARNING", log_to_driver=False)
     client = Client(start_aggregator(StoreConfig(data_dir=data_dir)))
-    controller = start_monitoring(interval_s=0.5, sample_interval_s=0.5)  # noqa: F841 - keeps it alive
+    controller = start_monitoring(interval_s=0.5, sample_interval_s=0.5)
     first = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     wait_for(lambda: first <= heartbeat_sources(client), 90, "a heartbeat from every node")
 
@@ -57,7 +57,15 @@ def main(data_dir: Path) -> None:
     removed = next(worker for worker in workers if worker.node_id != driver_node)
     victim = removed.node_id
     cluster.remove_node(removed)
-    wait_for(lambda: any(e["node_id"] == victim for e in node_events(client, "node_down")), 90, "node_down")
+
+    def state() -> str:  # what the next look at a failure needs
+        alive = {n["NodeID"][:8]: n["Alive"] for n in ray.nodes()}
+        watched = {k[:8]: v["last_heartbeat"] for k, v in ray.get(controller.nodes.remote(), timeout=10).items()}
+        stats = ray.get(controller.events_stats.remote(), timeout=10)
+        events = client.events().column("type").to_pylist()
+        return f"alive {alive}; controller watches {watched}; its events {stats}; stored {events}"
+
+    wait_for(lambda: any(e["node_id"] == victim for e in node_events(client, "node_down")), 90, "node_down", state)
     returning = cluster.add_node(num_cpus=1).node_id
     wait_for(lambda: returning in heartbeat_sources(client), 90, "the returning node's heartbeat")
 

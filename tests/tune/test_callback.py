@@ -12,8 +12,10 @@ from ray.tune.schedulers import PopulationBasedTraining
 
 from elitemon.aggregator import start_aggregator
 from elitemon.client import Client
+from elitemon.collect import start_monitoring
 from elitemon.config import StoreConfig
 from elitemon.tune import MonitorCallback
+from tests.conftest import wait_for
 
 ITERATIONS = 12
 
@@ -55,6 +57,17 @@ def run(
     # Started (and held) here so that it outlives the run: Ray ends a non-detached actor when its
     # creator's handle goes, and one the callback starts ends with the callback.
     handle = start_aggregator(StoreConfig(data_dir=tmp_path / "data"), name=aggregator_name)
+    controller = None
+    if monitor_nodes:
+        # Running before the run starts, as after `elitemon start`: on a cold machine a monitor's
+        # worker process can take longer to start than this whole short run lasts. The callback
+        # attaches to this controller (one per aggregator).
+        controller = start_monitoring(sample_interval_s=0.2, aggregator_name=aggregator_name)
+        wait_for(
+            lambda: any(n["last_heartbeat"] for n in ray.get(controller.nodes.remote()).values()),
+            timeout_s=120,
+            what="the node monitor's first heartbeat",
+        )
     log = ResultLog()
     tuner = tune.Tuner(
         tune.with_resources(Climber, {"cpu": 0.25}),
@@ -77,6 +90,8 @@ def run(
         ),
     )
     results = tuner.fit()
+    if controller is not None:
+        ray.kill(controller, no_restart=True)
     assert not results.errors
     assert log.scores, "the reference callback saw the results"
     return tmp_path / "ray_results" / name, handle, log.scores
