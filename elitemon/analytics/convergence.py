@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from elitemon.analytics._frames import require_columns
 from elitemon.analytics.learning_curves import MIN_POINTS, LearningCurve, fit_learning_curve
 
 DEFAULT_METRIC = "mean_return"
@@ -89,7 +90,7 @@ def agent_scores(samples: pd.DataFrame, *, metric: str = DEFAULT_METRIC) -> pd.D
     Only agent rows of `metric` with a generation and a finite value count. Raises ValueError when
     `samples` lacks a needed column.
     """
-    _require_columns(samples, "samples", ("ts", "kind", "source", "generation", "metric", "value"))
+    require_columns(samples, "samples", ("ts", "kind", "source", "generation", "metric", "value"))
     rows = samples[
         (samples["kind"] == "agent")
         & (samples["metric"] == metric)
@@ -313,9 +314,3 @@ def convergence_report(
         hours_remaining_low=hours(forecast.generations_remaining_low) if forecast else None,
         hours_remaining_high=hours(forecast.generations_remaining_high) if forecast else None,
     )
-
-
-def _require_columns(frame: pd.DataFrame, name: str, columns: tuple[str, ...]) -> None:
-    missing = [column for column in columns if column not in frame.columns]
-    if missing:
-        raise ValueError(f"{name} lacks the columns {missing}; it has {list(frame.columns)}.")

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from elitemon.analytics._frames import require_columns
+
 SAMPLE_COLUMNS = ("ts", "kind", "node", "source", "generation", "metric", "value")
 EVENT_COLUMNS = ("ts", "type", "agent", "source_agent", "generation", "payload")
 USAGE_COLUMNS = ("node", "hours", "cpus", "gpus", "gpu_model", "hourly_price", "cost", "active")
@@ -135,7 +137,7 @@ def node_usage(
     Raises ValueError when there are no node or GPU rows (use `usage_from_counts`), or when CPUs are
     priced and a node's CPU count is unknown.
     """
-    _require_columns(samples, "samples", SAMPLE_COLUMNS)
+    require_columns(samples, "samples", SAMPLE_COLUMNS)
     _check_positive("stale_after_s", stale_after_s)
     machines = samples[samples["kind"].isin(["node", "gpu"]) & samples["node"].notna()]
     if machines.empty:
@@ -335,7 +337,7 @@ def _nanoseconds(ts: pd.Series) -> np.ndarray:
 
 def _exploits(events: pd.DataFrame) -> pd.DataFrame:
     """Exploit events with their source generation (from the payload), in ts order."""
-    _require_columns(events, "events", EVENT_COLUMNS)
+    require_columns(events, "events", EVENT_COLUMNS)
     table = events[(events["type"] == "exploit") & events["agent"].notna() & events["source_agent"].notna()]
     source_generation = [_source_generation(text) for text in table["payload"]]
     return pd.DataFrame(
@@ -445,17 +447,9 @@ def budget_burn(*, spent: float, hourly_cost: float, budget_threshold: float, ho
 # Input checks
 
 
-def _require_columns(frame: Any, argument: str, columns: tuple[str, ...]) -> None:
-    if not isinstance(frame, pd.DataFrame):
-        raise ValueError(f"{argument} must be a pandas DataFrame, but got {type(frame).__name__}.")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{argument} is missing columns {missing} (has {list(frame.columns)}).")
-
-
 def _agent_rows(samples: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Finite reports of `metric` by agents (columns ts, agent, generation, value), in ts order."""
-    _require_columns(samples, "samples", SAMPLE_COLUMNS)
+    require_columns(samples, "samples", SAMPLE_COLUMNS)
     selected = samples[(samples["kind"] == "agent") & (samples["metric"] == metric)]
     rows = pd.DataFrame(
         {

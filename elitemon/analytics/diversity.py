@@ -33,6 +33,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from elitemon.analytics._frames import require_columns, require_datetime_ts
+
 CONFIG_COLUMNS = ("ts", "agent", "generation", "param", "value", "text")
 HIGH_DIVERSITY = 0.5
 MEDIUM_DIVERSITY = 0.2
@@ -330,13 +332,8 @@ def _resolve(param: str, rows: pd.DataFrame, spec: ParamSpec | None) -> ParamSpe
 def _config_rows(configs: pd.DataFrame) -> pd.DataFrame:
     """agent, param (str), generation (int, a missing one as 0), value (float, NaN if not numeric), label
     (the text form) and ts, in ts order (stable: of two rows with the same ts the later one wins)."""
-    if not isinstance(configs, pd.DataFrame):
-        raise ValueError(f"configs must be a pandas DataFrame, but got {type(configs).__name__}.")
-    missing = [c for c in CONFIG_COLUMNS if c not in configs.columns]
-    if missing:
-        raise ValueError(f"configs is missing columns {missing} (has {list(configs.columns)}).")
-    if not pd.api.types.is_datetime64_any_dtype(configs["ts"]):
-        raise ValueError(f"configs: column 'ts' must hold datetimes, but has dtype {configs['ts'].dtype}.")
+    require_columns(configs, "configs", CONFIG_COLUMNS)
+    require_datetime_ts(configs, "configs")
     values = pd.to_numeric(configs["value"]).astype(np.float64)
     rows = pd.DataFrame(
         {

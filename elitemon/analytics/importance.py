@@ -26,6 +26,8 @@ from sklearn.ensemble import RandomForestRegressor
 from sklearn.inspection import permutation_importance
 from sklearn.model_selection import train_test_split
 
+from elitemon.analytics._frames import plain_copy
+
 SCORE_METRIC = "mean_return"
 SAMPLE_COLUMNS = ("ts", "kind", "source", "generation", "metric", "value")
 CONFIG_COLUMNS = ("ts", "agent", "generation", "param", "value", "text")
@@ -117,8 +119,8 @@ def config_scores(
     with, so a custom loop's config counts from its next result on.
     """
     metrics = (score_metric, *(m for m in metrics if m != score_metric))
-    samples = _checked(samples, "samples", SAMPLE_COLUMNS)
-    configs = _checked(configs, "configs", CONFIG_COLUMNS)
+    samples = plain_copy(samples, "samples", SAMPLE_COLUMNS)
+    configs = plain_copy(configs, "configs", CONFIG_COLUMNS)
     categorical = tuple(sorted(configs.loc[configs["value"].isna(), "param"].unique()))
     params = tuple(sorted(configs["param"].unique()))
     clash = sorted(set(params) & set(metrics))
@@ -285,19 +287,3 @@ def _spearman(values: np.ndarray, target: np.ndarray) -> float | None:
         return None
     rho = pd.Series(values).corr(pd.Series(target), method="spearman")
     return None if np.isnan(rho) else float(rho)
-
-
-def _checked(frame: pd.DataFrame, name: str, columns: tuple[str, ...]) -> pd.DataFrame:
-    """`frame` with text columns (categorical or string dtype) as plain objects, so that they join, and
-    `ts` in UTC; a ValueError names `name` and any missing column."""
-    if not isinstance(frame, pd.DataFrame):
-        raise ValueError(f"{name}: expected a pandas DataFrame, got {type(frame).__name__}")
-    missing = [column for column in columns if column not in frame.columns]
-    if missing:
-        raise ValueError(f"{name}: missing columns {missing}")
-    frame = frame.copy()
-    for column in frame.columns:
-        if isinstance(frame[column].dtype, pd.CategoricalDtype | pd.StringDtype):
-            frame[column] = frame[column].astype(object)
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    return frame

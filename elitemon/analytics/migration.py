@@ -27,6 +27,8 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 
+from elitemon.analytics._frames import plain_copy
+
 SCORE_METRIC = "mean_return"
 EVENT_COLUMNS = ("ts", "type", "agent", "source_agent", "node", "source_node", "generation", "payload")
 SAMPLE_COLUMNS = ("ts", "kind", "source", "generation", "metric", "value")
@@ -159,7 +161,7 @@ def exploits(events: pd.DataFrame) -> pd.DataFrame:
     """One row per exploit event, oldest first: ts, agent (the target), source_agent, node, source_node,
     generation (the target's, at the exploit), source_generation (from the payload), cross_node
     (node != source_node; <NA> when either is unknown)."""
-    events = _checked(events, "events", EVENT_COLUMNS)
+    events = plain_copy(events, "events", EVENT_COLUMNS)
     rows = events[events["type"] == "exploit"].sort_values("ts", kind="stable")
     payloads = [_payload(text) for text in rows["payload"]]
     known = rows["node"].notna() & rows["source_node"].notna()
@@ -197,7 +199,7 @@ def migration_outcomes(events: pd.DataFrame) -> pd.DataFrame:
     in `events` (its exploit fell outside the queried range) is not counted.
     """
     table = exploits(events)
-    events = _checked(events, "events", EVENT_COLUMNS)
+    events = plain_copy(events, "events", EVENT_COLUMNS)
     ends = events[events["type"].isin(["migration_completed", "migration_failed"])].sort_values("ts", kind="stable")
     starts = pd.DataFrame({"agent": table["agent"], "exploit_ts": table["ts"], "exploit": np.arange(len(table))})
     matched = pd.merge_asof(
@@ -418,7 +420,7 @@ def _control(lives: _Lives, k: int) -> tuple[int, int]:
 def _score_rows(samples: pd.DataFrame, score_metric: str) -> pd.DataFrame:
     """Every reported score (agent, generation, ts, value), oldest first; rows without a generation or
     with a NaN score are left out (a missing score is not a zero score)."""
-    samples = _checked(samples, "samples", SAMPLE_COLUMNS)
+    samples = plain_copy(samples, "samples", SAMPLE_COLUMNS)
     rows = samples[(samples["kind"] == "agent") & (samples["metric"] == score_metric)]
     rows = rows.dropna(subset=["generation", "value"])
     return (
@@ -461,23 +463,6 @@ def _window_outcomes(
 def _check_k(k: int) -> None:
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
         raise ValueError(f"k must be a whole number of generations >= 1, but got {k=}")
-
-
-def _checked(frame: pd.DataFrame, name: str, columns: tuple[str, ...]) -> pd.DataFrame:
-    """`frame` with text columns as plain objects (the store gives categoricals, which cannot be compared
-    across columns, and pandas' own string dtype cannot be joined with objects) and `ts` in UTC; a
-    ValueError names `name` and any missing column."""
-    if not isinstance(frame, pd.DataFrame):
-        raise ValueError(f"{name}: expected a pandas DataFrame, got {type(frame).__name__}")
-    missing = [column for column in columns if column not in frame.columns]
-    if missing:
-        raise ValueError(f"{name}: missing columns {missing}")
-    frame = frame.copy()
-    for column in frame.columns:
-        if isinstance(frame[column].dtype, pd.CategoricalDtype | pd.StringDtype):
-            frame[column] = frame[column].astype(object)
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    return frame
 
 
 def _latency(payload: dict) -> float:

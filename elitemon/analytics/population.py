@@ -19,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from elitemon.analytics._frames import require_columns, require_datetime_ts
+
 AGENT_KIND = "agent"
 DEFAULT_SCORE_METRIC = "mean_return"
 DEFAULT_RATE_METRIC = "episodes_per_s"
@@ -355,13 +357,8 @@ def _exploit_times(events: pd.DataFrame | None) -> dict[str, np.ndarray]:
 
 
 def _require_columns(frame: pd.DataFrame, argument: str, columns: tuple[str, ...]) -> None:
-    if not isinstance(frame, pd.DataFrame):
-        raise ValueError(f"{argument} must be a pandas DataFrame, but got {type(frame).__name__}.")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{argument} is missing columns {missing} (has {list(frame.columns)}).")
-    if not pd.api.types.is_datetime64_any_dtype(frame["ts"]):
-        raise ValueError(f"{argument}: column 'ts' must hold datetimes, but has dtype {frame['ts'].dtype}.")
+    require_columns(frame, argument, columns)
+    require_datetime_ts(frame, argument)
 
 
 def _agents(samples: pd.DataFrame) -> list[str]:

@@ -31,6 +31,7 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 
 from elitemon.analytics import cost
+from elitemon.analytics._frames import require_columns
 
 SAMPLE_COLUMNS = ("ts", "kind", "node", "source", "generation", "metric", "value")
 OBSERVATION_COLUMNS = ("nodes", "throughput")
@@ -353,7 +354,7 @@ def recommend_scaling(
     settings = settings or ScalingSettings()
     if isinstance(target_throughput, bool) or not math.isfinite(target_throughput) or target_throughput <= 0:
         raise ValueError(f"target_throughput must be finite and > 0, but got {target_throughput!r}.")
-    _require_columns(samples)
+    require_columns(samples, "samples", SAMPLE_COLUMNS)
     utilisation = resource_utilisation(samples, settings)
     windows = throughput_by_node_count(samples, settings)
     current_nodes, current = int(windows["nodes"].iloc[0]), float(windows["throughput"].iloc[0])
@@ -446,14 +447,6 @@ def _counts(counts: tuple[int, ...]) -> str:
 
 
 def _finite(samples: pd.DataFrame) -> pd.DataFrame:
-    _require_columns(samples)
+    require_columns(samples, "samples", SAMPLE_COLUMNS)
     values = pd.to_numeric(samples["value"], errors="coerce").astype(np.float64)
     return samples.assign(value=values)[np.isfinite(values.to_numpy())]
-
-
-def _require_columns(samples: pd.DataFrame) -> None:
-    if not isinstance(samples, pd.DataFrame):
-        raise ValueError(f"samples must be a pandas DataFrame, but got {type(samples).__name__}.")
-    missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
-    if missing:
-        raise ValueError(f"samples is missing columns {missing} (has {list(samples.columns)}).")

@@ -74,7 +74,7 @@ def test_agent_scores_ignore_system_rows() -> None:
 
 
 def test_agent_scores_name_a_missing_column() -> None:
-    with pytest.raises(ValueError, match="samples lacks the columns \\['generation'\\]"):
+    with pytest.raises(ValueError, match="samples is missing columns \\['generation'\\]"):
         agent_scores(scores_frame({"a": [1.0]}).drop(columns="generation"))
 
 

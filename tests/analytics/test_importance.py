@@ -134,9 +134,9 @@ def test_param_with_a_text_value_is_categorical_and_missing_params_are_nan() -> 
 def test_join_checks_its_arguments() -> None:
     configs = frame("configs", config("x", 0, 0.0, lr=0.1))
     samples = frame("samples", [score("x", 1, 1.0, 1.0)])
-    with pytest.raises(ValueError, match="configs: missing columns \\['text'\\]"):
+    with pytest.raises(ValueError, match="configs is missing columns \\['text'\\]"):
         config_scores(samples, configs.drop(columns=["text"]))
-    with pytest.raises(ValueError, match="samples: missing columns"):
+    with pytest.raises(ValueError, match="samples is missing columns"):
         config_scores(samples.drop(columns=["source"]), configs)
     with pytest.raises(ValueError, match="metrics: \\['lr'\\] are also hyperparameter names"):
         config_scores(samples, configs, metrics=["lr"])

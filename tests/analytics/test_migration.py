@@ -314,9 +314,9 @@ def test_one_agent_without_exploits_is_all_control() -> None:
 
 def test_bad_input_names_the_argument(run) -> None:
     samples, events = run
-    with pytest.raises(ValueError, match="events: missing columns \\['payload'\\]"):
+    with pytest.raises(ValueError, match="events is missing columns \\['payload'\\]"):
         migration_stats(events.drop(columns=["payload"]))
-    with pytest.raises(ValueError, match="samples: missing columns"):
+    with pytest.raises(ValueError, match="samples is missing columns"):
         exploit_effects(samples.drop(columns=["metric"]), events)
     with pytest.raises(ValueError, match="k=0"):
         exploit_effectiveness(samples, events, k=0)

@@ -1,0 +1,34 @@
+"""Input checks shared by the analytics modules: the tables arrive as pandas DataFrames from the store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+
+def require_columns(frame: Any, argument: str, columns: tuple[str, ...]) -> None:
+    """A ValueError naming `argument` unless `frame` is a DataFrame with every one of `columns`."""
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError(f"{argument} must be a pandas DataFrame, but got {type(frame).__name__}.")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{argument} is missing columns {missing} (has {list(frame.columns)}).")
+
+
+def require_datetime_ts(frame: pd.DataFrame, argument: str) -> None:
+    if not pd.api.types.is_datetime64_any_dtype(frame["ts"]):
+        raise ValueError(f"{argument}: column 'ts' must hold datetimes, but has dtype {frame['ts'].dtype}.")
+
+
+def plain_copy(frame: Any, argument: str, columns: tuple[str, ...]) -> pd.DataFrame:
+    """A checked copy of `frame` with text columns as plain objects (the store gives categoricals, which
+    cannot be compared across columns, and pandas' own string dtype cannot be joined with objects) and
+    `ts` in UTC."""
+    require_columns(frame, argument, columns)
+    frame = frame.copy()
+    for column in frame.columns:
+        if isinstance(frame[column].dtype, pd.CategoricalDtype | pd.StringDtype):
+            frame[column] = frame[column].astype(object)
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    return frame
