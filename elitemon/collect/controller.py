@@ -29,6 +29,8 @@ def controller_name(aggregator_name: str = aggregator.NAME) -> str:
     """The controller that feeds `aggregator_name`: one per aggregator, so that monitoring for two
     stores (two runs, two tests) never shares a controller or monitors writing to the other store."""
     return CONTROLLER_NAME if aggregator_name == aggregator.NAME else f"{CONTROLLER_NAME}-{aggregator_name}"
+
+
 log = logging.getLogger(__name__)
 
 
