@@ -1,0 +1,1 @@
+"""Alerting: rule files, the Prometheus alert state machine, Alertmanager-style routing, receivers."""
