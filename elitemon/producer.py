@@ -244,6 +244,7 @@ class Producer:
                 self._buffered_bytes[table] += checked.good.nbytes
                 if self._buffer_since[table] is None:
                     self._buffer_since[table] = self._clock()
+                    self._wake()  # the sender learns the new deadline
                 if (
                     self._buffered_rows[table] >= self._max_batch_rows
                     or self._buffered_bytes[table] >= self._max_batch_bytes
@@ -384,14 +385,15 @@ class Producer:
     def _run(self) -> None:
         """The sender loop. Submitting happens outside the lock: a Ray submit serialises megabytes
         and may look the actor up, and writers must not wait for that."""
-        tick = min(self._max_delay_s / 2, 0.05)
         while True:
             ready: list[_Outgoing] = []
+            idle_s: float | None = _IDLE_RECHECK_S
             with self._lock:
                 try:
                     self._cut_due()
                     self._collect()
                     ready = self._take_ready()
+                    idle_s = self._idle_seconds()
                 except Exception as error:  # keep the sender alive: the data stays queued
                     self._last_error = f"sender: {error!r}"
                     log.exception("elitemon producer %s: sender step failed", self.producer_id)
@@ -405,8 +407,20 @@ class Producer:
                     self._in_flight[outgoing.seq] = (outgoing, future)
                     future.add_done_callback(self._wake)
             if not submitted:
-                self._activity.wait(tick)
+                self._activity.wait(idle_s)
                 self._activity.clear()
+
+    def _idle_seconds(self) -> float | None:
+        """How long the sender may sleep: until the oldest buffer is due or a backoff ends, capped
+        at `_IDLE_RECHECK_S`; None (until woken) when only a write or an answer can give it work.
+        Sleeping to a deadline instead of polling keeps an idle producer (one in every monitor)
+        from waking 20 times a second on a CPU the trainers need."""
+        due = [since + self._max_delay_s for since in self._buffer_since.values() if since is not None]
+        if self._queue and len(self._in_flight) < self._max_in_flight:
+            due.append(self._queue[0].not_before)
+        if not due:
+            return None
+        return min(_IDLE_RECHECK_S, max(0.0, min(due) - self._clock()))
 
     def _cut_due(self) -> None:
         now = self._clock()
@@ -492,6 +506,9 @@ class Producer:
 
 
 _PRIVATE_SPILL_PREFIX = "elitemon-spill-"
+#: The longest the sender sleeps while something waits on the clock (a safety net for clocks that
+#: jump; deadlines normally wake it earlier).
+_IDLE_RECHECK_S = 1.0
 
 
 def _spill(directory: Path, producer_id: str, outgoing: _Outgoing) -> Path:

@@ -3,8 +3,10 @@
 Every `interval_s` it compares Ray's live nodes with its monitors: a new node gets a monitor (pinned
 to it, `num_cpus=0`) and a `node_up` event; a node Ray reports dead loses its monitor and yields a
 `node_down` event carrying the monitor's last heartbeat. A node that comes back is a new Ray node
-(new id) and gets a new monitor and `node_up`. Heartbeats are collected each round with a short
-timeout, so a hung monitor shows as a growing gap rather than a stuck controller.
+(new id) and gets a new monitor and `node_up`. Heartbeats are collected with a short timeout, so a
+hung monitor shows as a growing gap rather than a stuck controller: from a new monitor every round
+until its first one, then every `heartbeat_poll_s` (the stored `heartbeat` samples are the exact
+record; the controller's copy only dates a node_down).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,10 +22,11 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from elitemon import aggregator
-from elitemon.collect.monitor import NodeMonitor
+from elitemon.collect.monitor import DEFAULT_SEND_INTERVAL_S, NodeMonitor
 from elitemon.producer import Producer, RaySink
 
 CONTROLLER_NAME = "monitor-controller"
+DEFAULT_HEARTBEAT_POLL_S = 5.0
 
 
 def controller_name(aggregator_name: str = aggregator.NAME) -> str:
@@ -45,9 +49,17 @@ class MonitorController:
     """Reconciles NodeMonitors with the cluster's nodes. Start it with `start_monitoring`."""
 
     def __init__(
-        self, *, interval_s: float = 1.0, sample_interval_s: float = 1.0, aggregator_name: str = aggregator.NAME
+        self,
+        *,
+        interval_s: float = 1.0,
+        sample_interval_s: float = 1.0,
+        send_interval_s: float = DEFAULT_SEND_INTERVAL_S,
+        heartbeat_poll_s: float = DEFAULT_HEARTBEAT_POLL_S,
+        aggregator_name: str = aggregator.NAME,
     ) -> None:
         self._interval_s, self._sample_interval_s = interval_s, sample_interval_s
+        self._send_interval_s, self._heartbeat_poll_s = send_interval_s, heartbeat_poll_s
+        self._last_poll = float("-inf")
         self._aggregator_name = aggregator_name
         self._events = Producer(RaySink(name=aggregator_name), name="monitor-controller", max_delay_s=0.1)
         self._watched: dict[str, _Watched] = {}
@@ -122,7 +134,13 @@ class MonitorController:
                 max_restarts=-1,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
             )
-            .remote(node_id, node_ip, interval_s=self._sample_interval_s, aggregator_name=self._aggregator_name)
+            .remote(
+                node_id,
+                node_ip,
+                interval_s=self._sample_interval_s,
+                send_interval_s=self._send_interval_s,
+                aggregator_name=self._aggregator_name,
+            )
         )
         with self._lock:
             self._watched[node_id] = _Watched(handle, node_ip)
@@ -132,8 +150,13 @@ class MonitorController:
         self._event("node_up", node_id, node_ip, {})
 
     def _collect_heartbeats(self) -> None:
+        poll_all = time.monotonic() - self._last_poll >= self._heartbeat_poll_s
+        if poll_all:
+            self._last_poll = time.monotonic()
         with self._lock:
-            watched = dict(self._watched)
+            watched = {n: w for n, w in self._watched.items() if poll_all or w.last_heartbeat is None}
+        if not watched:
+            return
         refs = {w.handle.heartbeat.remote(): node_id for node_id, w in watched.items()}
         ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=min(1.0, self._interval_s))
         for ref in ready:
@@ -156,6 +179,7 @@ def start_monitoring(
     *,
     interval_s: float = 1.0,
     sample_interval_s: float = 1.0,
+    send_interval_s: float = DEFAULT_SEND_INTERVAL_S,
     aggregator_name: str = aggregator.NAME,
     name: str | None = None,
     detached: bool = False,
@@ -180,5 +204,10 @@ def start_monitoring(
     return (
         ray.remote(MonitorController)
         .options(**options)
-        .remote(interval_s=interval_s, sample_interval_s=sample_interval_s, aggregator_name=aggregator_name)
+        .remote(
+            interval_s=interval_s,
+            sample_interval_s=sample_interval_s,
+            send_interval_s=send_interval_s,
+            aggregator_name=aggregator_name,
+        )
     )

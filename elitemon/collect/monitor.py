@@ -1,4 +1,5 @@
-"""NodeMonitor: one actor per node, sampling the host (and its GPUs) every `interval_s` into the store.
+"""NodeMonitor: one actor per node, sampling the host (and its GPUs) every `interval_s` into the store
+(in one batch every `send_interval_s`).
 
 Rows: `kind="node"` with `node` = the node's IP (what Tune results call `node_ip`) and `source` = the
 Ray node id (unique even when several nodes share an IP, as in a local test cluster); `kind="gpu"`
@@ -20,17 +21,34 @@ from elitemon.producer import Producer, RaySink
 
 log = logging.getLogger(__name__)
 
+#: Samples are taken every `interval_s` but sent in one batch per `send_interval_s`: on a node whose
+#: CPUs train, each Ray call costs the trainers more than taking the samples does (measured with
+#: benchmarks/overhead.py), and 5 s is well inside any dashboard refresh or alert `for`.
+DEFAULT_SEND_INTERVAL_S = 5.0
+
 
 class NodeMonitor:
     """Samples its node in a background thread; created by the MonitorController, not directly."""
 
     def __init__(
-        self, node_id: str, node_ip: str, *, interval_s: float = 1.0, aggregator_name: str = aggregator.NAME
+        self,
+        node_id: str,
+        node_ip: str,
+        *,
+        interval_s: float = 1.0,
+        send_interval_s: float = DEFAULT_SEND_INTERVAL_S,
+        aggregator_name: str = aggregator.NAME,
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, but got {interval_s=}.")
+        if send_interval_s <= 0:
+            raise ValueError(f"send_interval_s must be positive, but got {send_interval_s=}.")
         self._node_id, self._node_ip, self._interval_s = node_id, node_ip, interval_s
-        self._producer = Producer(RaySink(name=aggregator_name), name=f"monitor-{node_id[:12]}", max_delay_s=interval_s)
+        self._producer = Producer(
+            RaySink(name=aggregator_name),
+            name=f"monitor-{node_id[:12]}",
+            max_delay_s=max(interval_s, send_interval_s),
+        )
         self._system = SystemSampler(node_ip, node_id, time.time)
         self._gpu, self.gpu_status = GpuSampler.open(node_ip)
         log.info("node monitor on %s: %s", node_ip, self.gpu_status)  # said once, then carries on
