@@ -1,4 +1,4 @@
-"""`elitemon` on the command line: start, status, query, stop, demo.
+"""`elitemon` on the command line: start, status, query, stop, demo, report.
 
 `elitemon start` attaches to the Ray cluster at `--address` (default: the running one), or starts a
 local head node with `ray start --head` when there is none, and creates the aggregator there as a
@@ -159,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--target", type=float, help="mean return that counts as solved (default: Gymnasium's)")
     demo.add_argument("--seed", type=int, help="seed of the initial population and of the agents (default: 0)")
     demo.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray this command starts")
+
+    report = commands.add_parser("report", help="write a self-contained HTML report of the run")
+    _address(report, "Ray cluster whose aggregator to read (default: the running one, else the data directory)")
+    report.add_argument("--data-dir", help="read this data directory in place, without Ray or its lock")
+    report.add_argument("--out", default="report.html", help="the HTML file to write (default: report.html)")
+    report.add_argument("--metric", help="the score metric (default: mean_return, or the one agent metric it can be)")
+    report.add_argument("--target", type=float, help="score that counts as solved: adds target achievement")
+    report.add_argument("--start", type=parse_time, help="only rows from this time on (epoch seconds or ISO 8601)")
     return parser
 
 
@@ -169,7 +177,14 @@ def _address(parser: argparse.ArgumentParser, text: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"start": _start, "status": _status, "stop": _stop, "query": _query, "demo": _demo}
+        commands = {
+            "start": _start,
+            "status": _status,
+            "stop": _stop,
+            "query": _query,
+            "demo": _demo,
+            "report": _report,
+        }
         return commands[args.command](args)
     except (ConnectionError, ValueError, subprocess.CalledProcessError, ray.exceptions.RayError) as error:
         print(f"elitemon: {error}", file=sys.stderr)
@@ -338,6 +353,18 @@ def _demo(args: argparse.Namespace) -> int:
             f"(--data-dir {args.data_dir} ignored)",
             file=sys.stderr,
         )
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from elitemon.htmlreport import build_report, load_run  # imports matplotlib: only for this command
+
+    run = load_run(data_dir=args.data_dir, address=args.address, start=args.start)
+    page = build_report(
+        run.samples, run.events, run.configs, score_metric=args.metric, target=args.target, source=f"from {run.source}"
+    )
+    Path(args.out).write_text(page, encoding="utf-8")
+    print(f"report written to {args.out} ({len(page.encode()) / 1024:.0f} KiB, from {run.source})")
     return 0
 
 
