@@ -1,4 +1,4 @@
-"""Fixtures: a recording HTTP server, a TLS certificate for 127.0.0.1, an SMTP server using it."""
+"""Fixtures: a recording HTTP server, an SMTP server using the TLS certificate of tests/alerts/conftest.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.alerts.receivers.servers import RecordingServer, SmtpServer, write_certificate
+from tests.alerts.receivers.servers import RecordingServer, SmtpServer
 
 SMTP_USER = "alerts@example.com"
 SMTP_PASSWORD = "s3cret-smtp-password"
@@ -18,11 +18,6 @@ def http_server() -> Iterator[RecordingServer]:
     server = RecordingServer()
     yield server
     server.close()
-
-
-@pytest.fixture(scope="session")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return write_certificate(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture

@@ -1,0 +1,306 @@
+"""AlertEvaluator: the actor that evaluates a rule file against the store and notifies.
+
+Every `evaluation_interval` (15 s by default, `settings.evaluation_interval` in the rule file) it
+queries the aggregator for what the rules read (the lookback window of samples, each monitor's
+newest heartbeat, the score metric when a rule reads the stall), steps the alert state machine,
+writes each change as an `alert_firing` or `alert_resolved` event, and flushes the router whenever
+a notification is due (which need not coincide with an evaluation: `group_wait` counts from the
+first alert).
+
+The history is the store's: `elitemon alerts list --history` and `Client.events(type=[...])` read
+those events. After a restart, the actor reads them back, and alerts whose last event is
+`alert_firing` fire on from their original start, so a restart neither loses a resolve nor repeats a
+`for` wait. Silences, acknowledgements and the delivery log live in the actor's memory: they are
+lost with it (stated in the README's known limits).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import ray
+
+from elitemon import aggregator
+from elitemon.alerts._model import Alert, Status
+from elitemon.alerts.routing import Matcher
+from elitemon.alerts.rules import RuleFile, load_rules, loads_rules
+from elitemon.alerts.service import AlertService, problems
+from elitemon.alerts.signals import KnownNames, Snapshot, compute_snapshot
+from elitemon.alerts.state import Change
+from elitemon.producer import Producer, RaySink
+from elitemon.query import select
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RULES_PATH = Path(__file__).with_name("default_rules.yaml")
+FIRING, RESOLVED = "alert_firing", "alert_resolved"
+
+
+def evaluator_name(aggregator_name: str = aggregator.NAME) -> str:
+    """The evaluator of the store `aggregator_name` (one per store, like the monitor controller)."""
+    return "alerts" if aggregator_name == aggregator.NAME else f"alerts-{aggregator_name}"
+
+
+def read_rule_file(path: str | Path | None = None) -> RuleFile:
+    """Load and fully check a rule file (the default one when `path` is None): rules, settings,
+    receivers, route, inhibition. Raises ValueError listing every problem with its line."""
+    rule_file = load_rules(path or DEFAULT_RULES_PATH, known_names=KnownNames())
+    found = problems(rule_file)
+    if found:
+        raise ValueError("\n".join(str(problem) for problem in found))
+    return rule_file
+
+
+class AlertEvaluator:
+    """Evaluates `rules_text` in a background thread; created by `start_alerts`."""
+
+    def __init__(
+        self, rules_text: str, *, filename: str = "rules.yaml", aggregator_name: str = aggregator.NAME
+    ) -> None:
+        rule_file = loads_rules(rules_text, known_names=KnownNames(), filename=filename)
+        self._service = AlertService(rule_file)
+        self._aggregator = aggregator.get_aggregator(name=aggregator_name)
+        self._producer = Producer(RaySink(name=aggregator_name), name="alerts", max_delay_s=0.2)
+        self._interval_s = self._service.settings.evaluation_interval_s
+        self._lock = threading.Lock()  # one evaluation or flush at a time
+        self._stats: dict[str, Any] = {"evaluations": 0, "notifications": 0, "last_error": None, "signal_errors": {}}
+        self._restore()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="elitemon-alerts", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ the loop
+
+    def _run(self) -> None:
+        next_evaluation = time.time()
+        while not self._stop.is_set():
+            try:
+                if time.time() >= next_evaluation:
+                    next_evaluation = time.time() + self._interval_s
+                    self.evaluate_now()
+                else:
+                    self.flush_now()
+            except Exception as error:  # a failed round (aggregator restarting) is retried next round
+                self._stats["last_error"] = repr(error)
+                log.exception("alert evaluation failed")
+            due = self._service.router.next_due()
+            wake_at = next_evaluation if due is None else min(next_evaluation, due)
+            self._wake.wait(max(0.0, wake_at - time.time()))
+            self._wake.clear()
+
+    def evaluate_now(self) -> dict:
+        """Evaluate every rule now, record the changes and send what is due; returns a summary."""
+        with self._lock:
+            snapshot = self._snapshot()
+            evaluation = self._service.evaluate(snapshot)
+            self._record(evaluation.changes)
+            sent = self._service.flush()
+            self._stats["evaluations"] += 1
+            self._stats["notifications"] += len(sent)
+            self._stats["signal_errors"] = dict(snapshot.errors)
+            self._stats["last_evaluation"] = snapshot.now
+        return {
+            "firing": sum(a.status is Status.FIRING for a in evaluation.alerts),
+            "changes": [_change_row(change) for change in evaluation.changes],
+            "notifications": len(sent),
+        }
+
+    def flush_now(self) -> int:
+        """Send the notifications that are due now; returns how many."""
+        with self._lock:
+            sent = self._service.flush()
+            self._stats["notifications"] += len(sent)
+        return len(sent)
+
+    # ------------------------------------------------------------------ queries and commands
+
+    def alerts(self) -> list[dict]:
+        """Pending and firing alert instances, firing first."""
+        return [
+            {
+                "alertname": i.rule,
+                "state": i.state.value,
+                "labels": dict(i.labels),
+                "value": i.value,
+                "active_since": i.active_since,
+                "fired_at": i.fired_at,
+                "fingerprint": i.fingerprint,
+                "silenced_by": self._service.silences.is_silenced(_probe(i.labels)),
+            }
+            for i in self._service.engine.instances()
+        ]
+
+    def silence(
+        self,
+        matchers: Sequence[str],
+        *,
+        ends_at: float,
+        created_by: str,
+        comment: str,
+        starts_at: float | None = None,
+    ) -> str:
+        """Add a silence (Alertmanager matchers such as `node="10.0.0.5"`); returns its id."""
+        parsed = [Matcher.parse(text) for text in matchers]
+        silence_id = self._service.silences.add(
+            parsed, ends_at=ends_at, created_by=created_by, comment=comment, starts_at=starts_at
+        )
+        self._wake.set()
+        return silence_id
+
+    def expire_silence(self, silence_id: str) -> None:
+        self._service.silences.expire(silence_id)
+
+    def silences(self, active_only: bool = False) -> list[dict]:
+        now = time.time()
+        return [
+            {
+                "id": s.id,
+                "matchers": [str(m) for m in s.matchers],
+                "starts_at": s.starts_at,
+                "ends_at": s.ends_at,
+                "created_by": s.created_by,
+                "comment": s.comment,
+                "state": s.state(now).name.lower(),
+            }
+            for s in self._service.silences.list(active_only=active_only)
+        ]
+
+    def acknowledge(self, fingerprint: str, by: str, comment: str, until: float | None = None) -> None:
+        """Stop repeat notifications of a firing alert until it resolves (or `until`)."""
+        self._service.acks.acknowledge(fingerprint, by, comment, until=until)
+
+    def deliveries(self, receiver: str | None = None, limit: int | None = None) -> list[dict]:
+        """The delivery log, oldest first: receiver, attempt, outcome, HTTP status, error."""
+        return [record.as_dict() for record in self._service.dispatcher.log(receiver, limit)]
+
+    def receivers(self) -> dict[str, list[dict]]:
+        """Each receiver's integrations, secrets masked."""
+        return {name: [i.describe() for i in integrations] for name, integrations in self._service.receivers.items()}
+
+    def status(self) -> dict:
+        return {
+            **self._stats,
+            "rules": [rule.name for rule in self._service.rule_file.rules],
+            "interval_s": self._interval_s,
+            "queued_deliveries": self._service.dispatcher.queued,
+            "producer_rejects": dict(self._producer.stats().rejects),
+        }
+
+    def flush_events(self, timeout_s: float = 10.0) -> bool:
+        """Wait until the recorded alert events are in the store."""
+        return self._producer.flush(timeout_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+        self._service.close()
+        self._producer.close(timeout=10)
+
+    # ------------------------------------------------------------------ internals
+
+    def _snapshot(self) -> Snapshot:
+        now = time.time()
+        settings = self._service.settings.signals
+        wanted = self._service.signal_names
+        recent = self._rows(select("samples", start=now - settings.lookback_s))
+        heartbeats = self._latest(select("samples", metric="heartbeat"))
+        scores = (
+            self._rows(select("samples", kind="agent", metric=settings.score_metric))
+            if "no_improvement_for_generations" in wanted
+            else recent.iloc[0:0]
+        )
+        return compute_snapshot(recent, heartbeats, scores, now=now, settings=settings, wanted=wanted)
+
+    def _rows(self, selection) -> pd.DataFrame:
+        return ray.get(self._aggregator.rows.remote(selection)).to_pandas()
+
+    def _latest(self, selection) -> pd.DataFrame:
+        return ray.get(self._aggregator.latest.remote(selection)).to_pandas()
+
+    def _record(self, changes: Sequence[Change]) -> None:
+        if changes:
+            self._producer.write_rows("events", [_change_row(change) for change in changes])
+
+    def _restore(self) -> None:
+        """Fire on the alerts whose last recorded event is `alert_firing` (see the module docstring)."""
+        events = self._rows(select("events", type=[FIRING, RESOLVED]))
+        last: dict[str, dict] = {}
+        for kind, payload in zip(events["type"], events["payload"], strict=True):
+            record = json.loads(payload)
+            last[record["fingerprint"]] = {**record, "type": kind}
+        rules = {rule.name for rule in self._service.rule_file.rules}
+        firing = [
+            Alert(
+                labels=r["labels"],
+                annotations=r["annotations"],
+                status=Status.FIRING,
+                starts_at=r["starts_at"],
+                value=r["value"],
+            )
+            for r in last.values()
+            if r["type"] == FIRING and r["labels"].get("alertname") in rules
+        ]
+        self._service.engine.restore(firing, now=time.time())
+        self._service.router.ingest(firing)
+
+
+def _change_row(change: Change) -> dict:
+    alert = change.alert
+    payload = {
+        "alertname": alert.name,
+        "labels": dict(alert.labels),
+        "annotations": dict(alert.annotations),
+        "value": alert.value,
+        "starts_at": alert.starts_at,
+        "ends_at": alert.ends_at,
+        "fingerprint": alert.fingerprint,
+    }
+    return {
+        "ts": alert.ends_at if alert.ends_at is not None else alert.starts_at,
+        "type": FIRING if alert.status is Status.FIRING else RESOLVED,
+        "agent": alert.labels.get("agent"),
+        "node": alert.labels.get("node"),
+        "payload": json.dumps(payload),
+    }
+
+
+def _probe(labels) -> Alert:
+    return Alert(labels=labels, annotations={}, status=Status.FIRING, starts_at=0.0)
+
+
+def start_alerts(
+    rules: str | Path | None = None,
+    *,
+    aggregator_name: str = aggregator.NAME,
+    name: str | None = None,
+    detached: bool = False,
+    ready_timeout_s: float = 60.0,
+) -> Any:
+    """Check the rule file here (errors raise in the caller, with lines), then start (or attach
+    to) the evaluator beside the aggregator. Keep the handle unless `detached`."""
+    path = Path(rules) if rules is not None else DEFAULT_RULES_PATH
+    read_rule_file(path)
+    handle = (
+        ray.remote(AlertEvaluator)
+        .options(
+            name=name or evaluator_name(aggregator_name),
+            namespace=aggregator.NAMESPACE,
+            get_if_exists=True,
+            num_cpus=0,
+            max_restarts=-1,
+            max_concurrency=4,
+            lifetime="detached" if detached else None,
+        )
+        .remote(path.read_text(), filename=path.name, aggregator_name=aggregator_name)
+    )
+    ray.get(handle.status.remote(), timeout=ready_timeout_s)
+    return handle

@@ -1,0 +1,200 @@
+"""Alerting wired together, without Ray: rules → state machine → router → dispatcher.
+
+A rule file holds everything (see README "Alerts"): `alert_rules`, `values`, and optionally
+`settings`, `receivers`, `route` and `inhibit_rules` in Alertmanager's shape. `AlertService` builds
+each part from its section, checking it (`problems` lists every error with its line, for
+`elitemon alerts check`), and then does two things on a clock that it is given:
+`evaluate(snapshot)` steps every alert instance and hands the alerts to the router, and `flush()`
+sends the notifications that are due to each integration of their receiver.
+
+Without a `route`, every alert goes to one receiver, `default`, grouped by `alertname` and `node`;
+without `receivers`, that receiver has no integrations, so notifications are only recorded (the
+history of firing and resolved alerts is in the store either way). Without `inhibit_rules`, a
+CRITICAL `node_failure` silences the lower-severity alerts of its node.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from elitemon.alerts._model import Notification
+from elitemon.alerts.delivery import Dispatcher
+from elitemon.alerts.expr import ExpressionError, parse_duration
+from elitemon.alerts.receivers import Receiver, build_receivers
+from elitemon.alerts.routing import Route, Router
+from elitemon.alerts.rules import Problem, RuleFile
+from elitemon.alerts.signals import DEFAULT_LOOKBACK_S, SignalSettings, Snapshot
+from elitemon.alerts.silences import AckStore, Inhibitor, SilenceStore, muter
+from elitemon.alerts.state import AlertEngine, Evaluation
+from elitemon.analytics.convergence import DEFAULT_METRIC
+from elitemon.analytics.cost import PriceTable
+
+DEFAULT_RECEIVER = "default"
+DEFAULT_ROUTE: Mapping[str, Any] = {"receiver": DEFAULT_RECEIVER, "group_by": ["alertname", "node"]}
+DEFAULT_EVALUATION_INTERVAL_S = 15.0
+_SETTINGS = ("evaluation_interval", "external_url", "score_metric", "improvement_tolerance", "lookback", "prices")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertSettings:
+    """The `settings` section: how often to evaluate, the link put in notifications, and what the
+    signals need (score metric, improvement tolerance, staleness lookback, prices)."""
+
+    evaluation_interval_s: float = DEFAULT_EVALUATION_INTERVAL_S
+    external_url: str = ""
+    signals: SignalSettings = field(default_factory=SignalSettings)
+
+    @classmethod
+    def from_rule_file(cls, rule_file: RuleFile) -> AlertSettings:
+        """Read `settings` (every key optional); a ValueError names the key and the reason."""
+        section = rule_file.sections.get("settings") or {}
+        if not isinstance(section, Mapping):
+            raise ValueError(f"settings: expected a mapping, got {section!r}")
+        unknown = sorted(set(section) - set(_SETTINGS))
+        if unknown:
+            raise ValueError(f"settings: unknown keys {unknown}; expected some of {list(_SETTINGS)}")
+        interval = _seconds(section, "evaluation_interval", DEFAULT_EVALUATION_INTERVAL_S)
+        if interval <= 0:
+            raise ValueError(f"settings.evaluation_interval: must be positive, got {interval}")
+        tolerance = section.get("improvement_tolerance", 0.0)
+        if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or tolerance < 0:
+            raise ValueError(f"settings.improvement_tolerance: expected a number >= 0, got {tolerance!r}")
+        metric = section.get("score_metric", DEFAULT_METRIC)
+        if not isinstance(metric, str) or not metric:
+            raise ValueError(f"settings.score_metric: expected a metric name, got {metric!r}")
+        url = section.get("external_url", "")
+        if not isinstance(url, str):
+            raise ValueError(f"settings.external_url: expected a URL, got {url!r}")
+        try:
+            prices = PriceTable.from_mapping(section["prices"]) if "prices" in section else PriceTable()
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"settings.prices: {error}") from None
+        signals = SignalSettings(
+            score_metric=metric,
+            improvement_tolerance=float(tolerance),
+            prices=prices,
+            values=dict(rule_file.values),
+            lookback_s=_seconds(section, "lookback", DEFAULT_LOOKBACK_S),
+        )
+        return cls(evaluation_interval_s=interval, external_url=url, signals=signals)
+
+
+def _seconds(section: Mapping[str, Any], key: str, default: float) -> float:
+    try:
+        return parse_duration(section.get(key, default))
+    except ExpressionError as error:
+        raise ValueError(f"settings.{key}: {error}") from None
+
+
+class AlertService:
+    """One rule file's alerting: state machine, router with silences, acknowledgements and
+    inhibition, and delivery. `clock` (epoch seconds) drives the router, silences and records."""
+
+    def __init__(
+        self,
+        rule_file: RuleFile,
+        *,
+        clock: Callable[[], float] = time.time,
+        environ: Mapping[str, str] | None = None,
+        dispatcher: Dispatcher | None = None,
+    ) -> None:
+        parts = _Parts(rule_file, environ)
+        parts.raise_problems()
+        self.rule_file = rule_file
+        self.settings: AlertSettings = parts.settings
+        self.receivers: dict[str, tuple[Receiver, ...]] = parts.receivers
+        self.engine = AlertEngine(rule_file.rules, external_url=self.settings.external_url)
+        self.silences = SilenceStore(clock)
+        self.acks = AckStore(clock)
+        self.router = Router(
+            parts.route,
+            clock=clock,
+            mute=muter(silences=self.silences, inhibitor=parts.inhibitor),
+            suppress_repeat=self.acks.suppress_repeat,
+        )
+        self.dispatcher = dispatcher if dispatcher is not None else Dispatcher(clock=clock)
+
+    @property
+    def signal_names(self) -> set[str]:
+        """Every name the rules read (what the snapshot must hold)."""
+        return {name for rule in self.rule_file.rules for name in rule.expression.names}
+
+    def evaluate(self, snapshot: Snapshot) -> Evaluation:
+        """Step every alert instance to `snapshot.now` and give the router their state."""
+        evaluation = self.engine.evaluate(snapshot)
+        self.router.ingest(evaluation.alerts)
+        return evaluation
+
+    def flush(self) -> list[Notification]:
+        """Send the notifications due now to every integration of their receiver."""
+        notifications = self.router.flush_due()
+        for notification in notifications:
+            for integration in self.receivers.get(notification.receiver, ()):
+                self.dispatcher.submit(integration, notification)
+        return notifications
+
+    def close(self, timeout_s: float = 10.0) -> bool:
+        """Deliver what is queued (for up to `timeout_s`) and stop the delivery threads."""
+        return self.dispatcher.close(timeout_s)
+
+
+def problems(rule_file: RuleFile, *, environ: Mapping[str, str] | None = None) -> list[Problem]:
+    """Every problem of the sections beyond the rules (settings, receivers, route, inhibition),
+    located at its section's line: what `elitemon alerts check` prints after the rules' own."""
+    return _Parts(rule_file, environ).problems
+
+
+class _Parts:
+    """Builds each section, collecting the problems instead of stopping at the first."""
+
+    def __init__(self, rule_file: RuleFile, environ: Mapping[str, str] | None) -> None:
+        self._file = rule_file
+        self.problems: list[Problem] = []
+        sections = rule_file.sections
+        self.settings = self._build("settings", lambda: AlertSettings.from_rule_file(rule_file), AlertSettings())
+        self.receivers = self._build(
+            "receivers", lambda: build_receivers(_listed(sections, "receivers"), environ=environ), {}
+        )
+        self.receivers.setdefault(DEFAULT_RECEIVER, ())
+        self.route = self._build("route", lambda: Route.from_config(sections.get("route") or DEFAULT_ROUTE), None)
+        if self.route is not None:
+            for path, receiver in _receivers_of(self.route):
+                if receiver not in self.receivers:
+                    known = ", ".join(sorted(self.receivers))
+                    self._problem("route", f"{path}.receiver: unknown receiver {receiver!r} (receivers: {known})")
+        self.inhibitor = self._build(
+            "inhibit_rules",
+            lambda: Inhibitor.from_config(sections["inhibit_rules"]) if "inhibit_rules" in sections else Inhibitor(),
+            Inhibitor(),
+        )
+
+    def _build(self, section: str, build: Callable[[], Any], fallback: Any) -> Any:
+        try:
+            return build()
+        except ValueError as error:
+            self._problem(section, str(error))
+            return fallback
+
+    def _problem(self, section: str, message: str) -> None:
+        line = self._file.section_lines.get(section, 1)
+        self.problems.append(Problem(self._file.filename, line, 1, None, message))
+
+    def raise_problems(self) -> None:
+        if self.problems:
+            raise ValueError("\n".join(str(problem) for problem in self.problems))
+
+
+def _listed(sections: Mapping[str, Any], name: str) -> list:
+    value = sections.get(name) or []
+    if not isinstance(value, list):
+        raise ValueError(f"{name}: expected a list, got {type(value).__name__}")
+    return value
+
+
+def _receivers_of(route: Route, path: str = "route") -> Iterator[tuple[str, str]]:
+    yield path, route.receiver
+    for index, child in enumerate(route.routes):
+        yield from _receivers_of(child, f"{path}.routes[{index}]")
