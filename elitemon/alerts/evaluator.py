@@ -70,7 +70,13 @@ class AlertEvaluator:
         self._producer = Producer(RaySink(name=aggregator_name), name="alerts", max_delay_s=0.2)
         self._interval_s = self._service.settings.evaluation_interval_s
         self._lock = threading.Lock()  # one evaluation or flush at a time
-        self._stats: dict[str, Any] = {"evaluations": 0, "notifications": 0, "last_error": None, "signal_errors": {}}
+        self._stats: dict[str, Any] = {
+            "started_at": time.time(),
+            "evaluations": 0,
+            "notifications": 0,
+            "last_error": None,
+            "signal_errors": {},
+        }
         self._restore()
         self._stop = threading.Event()
         self._wake = threading.Event()

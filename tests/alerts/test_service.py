@@ -1,0 +1,107 @@
+"""AlertService on a fake clock: settings, the default route and inhibition, rules to notifications."""
+
+from __future__ import annotations
+
+import pytest
+
+from elitemon.alerts._model import Status
+from elitemon.alerts.rules import loads_rules
+from elitemon.alerts.service import AlertService, AlertSettings, problems
+from elitemon.alerts.signals import KnownNames, Signal, Snapshot
+
+RULES = """
+alert_rules:
+  node_failure:
+    threshold: "node_heartbeat_missing > 300s"
+    severity: CRITICAL
+    action: "Check the node"
+    per: node
+  hot:
+    threshold: "cpu_usage > 95%"
+    severity: HIGH
+    action: "Cool it"
+    per: node
+"""
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _service(text: str = RULES, clock: FakeClock | None = None) -> AlertService:
+    return AlertService(loads_rules(text, known_names=KnownNames()), clock=clock or FakeClock())
+
+
+def _snapshot(now: float, *, missing: dict[str, float], cpu: dict[str, float]) -> Snapshot:
+    return Snapshot(
+        now=now,
+        signals={
+            "node_heartbeat_missing": Signal({(("node", n),): v for n, v in missing.items()}),
+            "cpu_usage": Signal({(("node", n),): v for n, v in cpu.items()}),
+        },
+    )
+
+
+def test_settings_are_read_and_checked() -> None:
+    text = RULES + "settings:\n  evaluation_interval: 1m\n  score_metric: reward\n  lookback: 10m\n"
+    text += "  prices: {cpu_hour: 0.5, currency: EUR}\nvalues:\n  budget_threshold: 3\n"
+    settings = AlertSettings.from_rule_file(loads_rules(text, known_names=KnownNames()))
+    assert settings.evaluation_interval_s == 60.0
+    assert settings.signals.score_metric == "reward" and settings.signals.lookback_s == 600.0
+    assert settings.signals.prices.cpu_hour == 0.5 and settings.signals.prices.currency == "EUR"
+    assert settings.signals.values == {"budget_threshold": 3.0}
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ("evaluation_interval: 0s", "settings.evaluation_interval: must be positive"),
+        ("improvement_tolerance: -1", "settings.improvement_tolerance: expected a number >= 0"),
+        ("prices: {cpu_hour: -1}", "settings.prices: "),
+        ("every: 5s", "settings: unknown keys ['every']"),
+    ],
+)
+def test_bad_settings_are_problems_at_the_section_line(settings: str, message: str) -> None:
+    rule_file = loads_rules(RULES + "settings:\n  " + settings + "\n", known_names=KnownNames())
+    (problem,) = problems(rule_file)
+    assert problem.line == 13 and problem.message.startswith(message)
+    with pytest.raises(ValueError, match="settings"):
+        AlertService(rule_file)
+
+
+def test_default_route_groups_by_alertname_and_node_and_waits_group_wait() -> None:
+    clock = FakeClock()
+    service = _service(clock=clock)
+    service.evaluate(_snapshot(clock.now, missing={"a": 1}, cpu={"a": 0.99, "b": 0.99}))
+    assert service.flush() == []  # group_wait (30 s) has not passed
+    clock.now += 30
+    notifications = service.flush()
+    assert sorted(dict(n.group_labels)["node"] for n in notifications) == ["a", "b"]
+    assert {n.receiver for n in notifications} == {"default"}
+
+
+def test_a_node_failure_inhibits_the_high_alerts_of_its_node_only() -> None:
+    clock = FakeClock()
+    service = _service(clock=clock)
+    service.evaluate(_snapshot(clock.now, missing={"a": 400, "b": 1}, cpu={"a": 0.99, "b": 0.99}))
+    clock.now += 30
+    sent = {(n.alerts[0].name, dict(n.group_labels)["node"]) for n in service.flush()}
+    assert sent == {("node_failure", "a"), ("hot", "b")}
+
+
+def test_resolve_reaches_the_router() -> None:
+    clock = FakeClock()
+    service = _service(clock=clock)
+    service.evaluate(_snapshot(clock.now, missing={}, cpu={"a": 0.99}))
+    clock.now += 30
+    (firing,) = service.flush()
+    clock.now += 15
+    service.evaluate(_snapshot(clock.now, missing={}, cpu={"a": 0.5}))
+    clock.now += 300  # group_interval
+    (resolved,) = service.flush()
+    assert firing.status is Status.FIRING and resolved.status is Status.RESOLVED
+    assert resolved.group_key == firing.group_key
