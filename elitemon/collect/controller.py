@@ -24,6 +24,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from elitemon import aggregator
 from elitemon.collect.monitor import DEFAULT_SEND_INTERVAL_S, NodeMonitor
 from elitemon.producer import Producer, RaySink
+from elitemon.query import select
 
 CONTROLLER_NAME = "monitor-controller"
 DEFAULT_HEARTBEAT_POLL_S = 5.0
@@ -104,12 +105,40 @@ class MonitorController:
         return all(monitors) and self._events.flush(timeout_s)
 
     def _run(self) -> None:
+        try:
+            self._recover()
+        except Exception:  # the aggregator may be restarting too; nodes lost meanwhile stay unreported
+            log.exception("could not check for nodes lost before this controller started")
         while not self._stop.is_set():
             try:
                 self.reconcile()
             except Exception:  # a failed round (GCS briefly away) is retried next round
                 log.exception("monitor reconciliation failed")
             self._stop.wait(self._interval_s)
+
+    def _recover(self) -> None:
+        """A restarted controller knows no nodes. The store does: nodes whose last node event is a
+        node_up. Those still alive are taken up again without a second node_up (their monitors,
+        being named, are found again); those that died meanwhile (the controller's own node, say)
+        get their node_down now, with the last heartbeat stored. Nodes Ray does not list (another
+        cluster's, from an earlier run in the same data directory) are left alone."""
+        store = aggregator.get_aggregator(name=self._aggregator_name)
+        events = ray.get(store.rows.remote(select("events", type=["node_up", "node_down"]))).to_pylist()
+        still_up: dict[str, str] = {}
+        for event in events:
+            node_id = json.loads(event["payload"])["node_id"]
+            if event["type"] == "node_up":
+                still_up[node_id] = event["node"]
+            else:
+                still_up.pop(node_id, None)
+        alive = {node["NodeID"]: node["Alive"] for node in ray.nodes()}
+        for node_id in still_up.keys() & alive.keys():
+            if alive[node_id]:
+                self._start_monitor(node_id, still_up[node_id], announce=False)
+                continue
+            beats = ray.get(store.latest.remote(select("samples", metric="heartbeat", source=node_id)))
+            last = max(beats.column("value").to_pylist(), default=None)
+            self._event("node_down", node_id, still_up[node_id], {"last_heartbeat": last, "noticed_late": True})
 
     def reconcile(self) -> None:
         alive = {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]}
@@ -123,7 +152,7 @@ class MonitorController:
             self._event("node_down", node_id, watched.node_ip, {"last_heartbeat": watched.last_heartbeat})
         self._collect_heartbeats()
 
-    def _start_monitor(self, node_id: str, node_ip: str) -> None:
+    def _start_monitor(self, node_id: str, node_ip: str, *, announce: bool = True) -> None:
         handle = (
             ray.remote(NodeMonitor)
             .options(
@@ -147,7 +176,8 @@ class MonitorController:
             agents = self._agents_by_ip.get(node_ip)
         if agents:
             handle.register_agents.remote(agents)
-        self._event("node_up", node_id, node_ip, {})
+        if announce:
+            self._event("node_up", node_id, node_ip, {})
 
     def _collect_heartbeats(self) -> None:
         poll_all = time.monotonic() - self._last_poll >= self._heartbeat_poll_s
