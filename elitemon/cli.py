@@ -1,4 +1,4 @@
-"""`elitemon` on the command line: start, status, query, stop, demo, report.
+"""`elitemon` on the command line: start, status, query, stop, demo, report, bench, alerts.
 
 `elitemon start` attaches to the Ray cluster at `--address` (default: the running one), or starts a
 local head node with `ray start --head` when there is none, and creates the aggregator there as a
@@ -32,6 +32,7 @@ import pyarrow.csv
 import ray
 
 from elitemon import __version__, aggregator
+from elitemon.alerts import commands as alert_commands
 from elitemon.client import Client, connect, ensure_ray
 from elitemon.config import StoreConfig
 from elitemon.query import Aggregation
@@ -167,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--metric", help="the score metric (default: mean_return, or the one agent metric it can be)")
     report.add_argument("--target", type=float, help="score that counts as solved: adds target achievement")
     report.add_argument("--start", type=parse_time, help="only rows from this time on (epoch seconds or ISO 8601)")
+
+    bench = commands.add_parser("bench", help="run the benchmark suite, scored (benchmarks/run_suite.py)")
+    from elitemon.bench.suite import add_arguments as add_bench_arguments  # light: the suite loads when run
+
+    add_bench_arguments(bench)
+
+    alert_commands.add_parser(commands, parse_duration=parse_duration, add_address=_address)
     return parser
 
 
@@ -184,11 +192,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             "query": _query,
             "demo": _demo,
             "report": _report,
+            "bench": _bench,
+            "alerts": _alerts,
         }
         return commands[args.command](args)
     except (ConnectionError, ValueError, subprocess.CalledProcessError, ray.exceptions.RayError) as error:
         print(f"elitemon: {error}", file=sys.stderr)
         return 2
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    return alert_commands.run(args, connect=lambda address: ensure_ray(address or "auto"))
 
 
 def _start(args: argparse.Namespace) -> int:
@@ -366,6 +380,12 @@ def _report(args: argparse.Namespace) -> int:
     Path(args.out).write_text(page, encoding="utf-8")
     print(f"report written to {args.out} ({len(page.encode()) / 1024:.0f} KiB, from {run.source})")
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from elitemon.bench.suite import run_from_args
+
+    return run_from_args(args)
 
 
 def _connect_or_start_local_ray(address: str | None, num_cpus: int | None) -> bool:
