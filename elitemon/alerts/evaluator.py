@@ -20,6 +20,7 @@ import json
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ from elitemon.query import select
 log = logging.getLogger(__name__)
 
 DEFAULT_RULES_PATH = Path(__file__).with_name("default_rules.yaml")
+#: A rule file travels to the actor compressed, inside Ray's 100 KB limit for inline arguments.
+MAX_RULES_ZLIB_BYTES = 90_000
 FIRING, RESOLVED = "alert_firing", "alert_resolved"
 
 
@@ -59,12 +62,13 @@ def read_rule_file(path: str | Path | None = None) -> RuleFile:
 
 
 class AlertEvaluator:
-    """Evaluates `rules_text` in a background thread; created by `start_alerts`."""
+    """Evaluates a rule file (its zlib-compressed bytes) in a background thread; made by `start_alerts`."""
 
     def __init__(
-        self, rules_text: str, *, filename: str = "rules.yaml", aggregator_name: str = aggregator.NAME
+        self, rules_zlib: bytes, *, filename: str = "rules.yaml", aggregator_name: str = aggregator.NAME
     ) -> None:
-        rule_file = loads_rules(rules_text, known_names=KnownNames(), filename=filename)
+        text = zlib.decompress(rules_zlib).decode()
+        rule_file = loads_rules(text, known_names=KnownNames(), filename=filename)
         self._service = AlertService(rule_file)
         self._aggregator = aggregator.get_aggregator(name=aggregator_name)
         self._producer = Producer(RaySink(name=aggregator_name), name="alerts", max_delay_s=0.2)
@@ -295,6 +299,11 @@ def start_alerts(
     to) the evaluator beside the aggregator. Keep the handle unless `detached`."""
     path = Path(rules) if rules is not None else DEFAULT_RULES_PATH
     read_rule_file(path)
+    # Constructor arguments over Ray's inline limit go to the object store, owned by this driver:
+    # once a short-lived driver (the CLI) exits, the detached actor could no longer restart.
+    rules_zlib = zlib.compress(path.read_bytes(), 9)
+    if len(rules_zlib) > MAX_RULES_ZLIB_BYTES:
+        raise ValueError(f"{path}: {len(rules_zlib):,} bytes compressed, over {MAX_RULES_ZLIB_BYTES:,}: split it")
     handle = (
         ray.remote(AlertEvaluator)
         .options(
@@ -306,7 +315,7 @@ def start_alerts(
             max_concurrency=4,
             lifetime="detached" if detached else None,
         )
-        .remote(path.read_text(), filename=path.name, aggregator_name=aggregator_name)
+        .remote(rules_zlib, filename=path.name, aggregator_name=aggregator_name)
     )
     ray.get(handle.status.remote(), timeout=ready_timeout_s)
     return handle

@@ -118,7 +118,12 @@ class Snapshot:
     #: Signals that could not be computed, with the reason (their rules see no data, not a crash).
     errors: Mapping[str, str] = field(default_factory=dict)
 
-    def instances(self, names: Collection[str], per: tuple[str, ...]) -> dict[Labels, dict[str, float | None]]:
+    #: Memos of `instances` and of each signal's series grouped for `value` (see there): a snapshot
+    #: is immutable, and a thousand rules reading ten signals share them.
+    _instances: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _groups: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def instances(self, names: Collection[str], per: tuple[str, ...]) -> Mapping[Labels, Mapping[str, float | None]]:
         """For a rule using `names` and evaluated per the label names `per` (empty: once overall):
         each instance's labels and the value of each name there (None where no series matches).
 
@@ -126,27 +131,46 @@ class Snapshot:
         every label of `per`; a rule whose signals have no such series has no instance, so it can
         neither fire nor resolve by accident (as a Prometheus query with an empty result).
         """
-        keys: set[Labels] = {()} if not per else set()
-        if per:
-            for name in names:
-                for labels in self._series(name):
-                    as_dict = dict(labels)
-                    if all(label in as_dict for label in per):
-                        keys.add(tuple((label, as_dict[label]) for label in sorted(per)))
-        return {key: {name: self.value(name, key) for name in names} for key in keys}
+        memo_key = (frozenset(names), tuple(per))
+        if memo_key not in self._instances:
+            keys: set[Labels] = {()} if not per else set()
+            if per:
+                for name in names:
+                    for labels in self._series(name):
+                        as_dict = dict(labels)
+                        if all(label in as_dict for label in per):
+                            keys.add(tuple((label, as_dict[label]) for label in sorted(per)))
+            instances = {key: MappingProxyType({name: self.value(name, key) for name in names}) for key in keys}
+            self._instances[memo_key] = MappingProxyType(instances)
+        return self._instances[memo_key]
 
     def value(self, name: str, instance: Labels) -> float | None:
-        """The reduced value of `name` over its series that agree with `instance` on shared labels."""
+        """The reduced value of `name` over its series that agree with `instance` on shared labels.
+
+        The series are grouped once per (signal, instance label names) by their values of the labels
+        they share with the instance, so each instance looks its series up instead of scanning all:
+        evaluating a rule is linear in its series, not quadratic (benchmarks/alerts.py measured 88 ms
+        a rule at 400 series before)."""
         signal = self.signals.get(name)
         if signal is None:
             return None
         wanted = dict(instance)
-        matching = [
-            value
-            for labels, value in signal.series.items()
-            if all(wanted.get(label, label_value) == label_value for label, label_value in labels)
-        ]
+        matching: list[float] = []
+        for shared, by_values in self._grouped(name, signal, tuple(sorted(wanted))).items():
+            matching += by_values.get(tuple(wanted[label] for label in shared), ())
         return signal.reduce(matching) if matching else None
+
+    def _grouped(self, name: str, signal: Signal, instance_names: tuple[str, ...]) -> dict:
+        """{labels shared with the instance: {their values: [series values]}} for one signal."""
+        key = (name, instance_names)
+        if key not in self._groups:
+            names, groups = set(instance_names), {}
+            for labels, value in signal.series.items():
+                shared = tuple(label for label, _ in labels if label in names)
+                values = tuple(label_value for label, label_value in labels if label in names)
+                groups.setdefault(shared, {}).setdefault(values, []).append(value)
+            self._groups[key] = groups
+        return self._groups[key]
 
     def _series(self, name: str) -> Collection[Labels]:
         signal = self.signals.get(name)
