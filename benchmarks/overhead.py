@@ -35,6 +35,7 @@ from pathlib import Path
 os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # read by Tune when a run starts
 
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
@@ -59,6 +60,8 @@ class Run:
     wall_s: float
     episodes: int
     trainer_episodes_per_s: float  # mean over every result of the trainers' own rate
+    driver_cpu_s: float  # CPU time of this process (Tune's driver, and the callback in it) during the fit
+    actors_cpu_s: float  # CPU time of elitemon's actors (aggregator, controller, monitors) during the fit
 
     @property
     def episodes_per_s(self) -> float:
@@ -118,9 +121,13 @@ def run_once(variant: str, args: argparse.Namespace, workdir: Path, seed: int) -
             verbose=0,
         ),
     )
+    actors = _actor_processes(handles)
+    driver = psutil.Process()
+    cpu_before = _cpu_seconds([driver]), _cpu_seconds(actors)
     started = time.perf_counter()
     grid = tuner.fit()
     wall_s = time.perf_counter() - started
+    driver_cpu_s, actors_cpu_s = _cpu_seconds([driver]) - cpu_before[0], _cpu_seconds(actors) - cpu_before[1]
     for handle in handles:
         ray.kill(handle, no_restart=True)
     _wait_until_gone(controller_name(name))
@@ -128,7 +135,22 @@ def run_once(variant: str, args: argparse.Namespace, workdir: Path, seed: int) -
         raise SystemExit(f"{variant}: {len(grid.errors)} trials failed: {grid.errors[0]}")
     if not results.rates:  # (fewer than agents x iterations is normal: a restore can jump ahead)
         raise SystemExit(f"{variant}: no results")
-    return Run(variant, wall_s, len(results.rates) * args.episodes, statistics.fmean(results.rates))
+    episodes = len(results.rates) * args.episodes
+    return Run(variant, wall_s, episodes, statistics.fmean(results.rates), driver_cpu_s, actors_cpu_s)
+
+
+def _actor_processes(handles: list) -> list[psutil.Process]:
+    """The processes of the aggregator, the controller and every node monitor (all local here)."""
+    if not handles:
+        return []
+    aggregator, controller = handles
+    monitors = [ray.get(controller.monitor.remote(node)) for node in ray.get(controller.nodes.remote())]
+    pids = ray.get([h.__ray_call__.remote(lambda self: os.getpid()) for h in [aggregator, controller, *monitors]])
+    return [psutil.Process(pid) for pid in pids]
+
+
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    return sum(sum(p.cpu_times()[:2]) for p in processes)
 
 
 def _wait_for_heartbeats(controller, timeout_s: float = 60.0) -> None:
@@ -184,10 +206,10 @@ def main() -> None:
                     flush=True,
                 )
     ray.shutdown()
-    report(runs)
+    report(runs, args.cpus)
 
 
-def report(runs: list[Run]) -> None:
+def report(runs: list[Run], cpus: float) -> None:
     def median(variant: str, field: str) -> float:
         return statistics.median(getattr(r, field) for r in runs if r.variant == variant)
 
@@ -200,6 +222,18 @@ def report(runs: list[Run]) -> None:
     e2e_cost = 1 - median("elitemon", "episodes_per_s") / base_e2e
     trainer_cost = 1 - median("elitemon", "trainer_episodes_per_s") / base_trainer
     print(f"monitoring cost: {e2e_cost:+.1%} end to end, {trainer_cost:+.1%} in the trainers (target: under 1%)")
+    # The same cost counted in CPU time, which PBT's scheduling noise does not blur: what elitemon's
+    # actors used, plus what the driver used beyond the bare runs' driver (the callback), as a share
+    # of the CPU time the machine had during the fit. On a job that keeps every CPU busy, the
+    # trainers lose about this share.
+    capacity = median("elitemon", "wall_s") * cpus
+    actors = median("elitemon", "actors_cpu_s")
+    callback = median("elitemon", "driver_cpu_s") - median("bare", "driver_cpu_s")
+    print(
+        f"CPU share: elitemon's actors {actors:.2f} s + the driver's extra {callback:.2f} s over "
+        f"{capacity:.1f} CPU-seconds = {(actors + callback) / capacity:.2%} (Tune's loggers: "
+        f"{(median('tune-loggers', 'driver_cpu_s') - median('bare', 'driver_cpu_s')) / capacity:.2%})"
+    )
 
 
 if __name__ == "__main__":

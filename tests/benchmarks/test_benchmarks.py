@@ -50,7 +50,7 @@ def test_overhead_benchmark_runs_all_three_variants() -> None:
     out = _run("overhead.py", "--quick")
     for variant in ("bare", "tune-loggers", "elitemon"):
         assert any(line.startswith(variant) for line in out.splitlines()), f"no {variant} row in:\n{out}"
-    assert "monitoring cost:" in out
+    assert "monitoring cost:" in out and "CPU share:" in out
 
 
 def test_anomaly_evaluation_scores_every_method() -> None:
