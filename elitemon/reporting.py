@@ -44,17 +44,20 @@ class Reporter:
         config: Mapping[str, Any] | None = None,
         node: str | None = None,
     ) -> int:
-        """Queue every numeric metric as a sample (and `config` as configs rows); returns how many
-        samples were accepted. Non-numeric metrics are skipped: they are not time series."""
+        """Queue every finite numeric metric as a sample (and `config` as configs rows); returns how
+        many samples were queued. Non-numeric metrics are skipped: they are not time series. Rows
+        are checked when their batch is cut (`Producer.append_rows`: this runs on every step), so a
+        rejected one (an over-long agent id, say) shows in `producer.stats().rejects`."""
         node = node or self._node
         samples = [
             {"kind": "agent", "node": node, "source": agent_id, "generation": generation, "metric": k, "value": v}
             for k, v in numeric_items(metrics)
         ]
-        accepted = self._producer.write_rows("samples", samples) if samples else 0
+        if samples:
+            self._producer.append_rows("samples", samples)
         if config:
-            self._producer.write_rows("configs", config_rows(agent_id, generation, config))
-        return accepted
+            self._producer.append_rows("configs", config_rows(agent_id, generation, config))
+        return len(samples)
 
     def report_exploit(
         self,

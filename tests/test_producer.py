@@ -270,6 +270,37 @@ def test_unconvertible_values_are_counted_under_one_reason(store: Store, make_pr
     assert len(rejects) == 1, f"one reason expected for two unconvertible values, got {rejects}"
 
 
+def test_appended_rows_are_checked_together_at_the_cut_and_land_once(store: Store, make_producer) -> None:
+    producer = make_producer(StoreSink(store), max_delay_s=0.05)
+    rows = _rows(6)
+    rows[1]["value"] = float("nan")
+    rows[4]["value"] = "abc"  # unconvertible: rejects its row only
+    producer.append_rows("samples", rows[:3])
+    producer.append_rows("samples", rows[3:])
+    wait_for(lambda: store.health().rows == 4, timeout_s=5, what="the appended rows, sent after max_delay_s")
+    assert store.health().batches == 1, "appended rows travel in one batch"
+    assert _generations(store) == [0, 2, 3, 5]
+    wait_for(lambda: producer.stats().rows_acked == 4, timeout_s=5, what="the acknowledgement")
+    stats = producer.stats()
+    assert stats.rows_written == 6 and stats.rows_rejected == 2 and stats.rejects["value: NaN"] == 1
+
+
+def test_appended_rows_all_rejected_leave_nothing_due(store: Store, make_producer) -> None:
+    producer = make_producer(StoreSink(store), max_delay_s=0.05)
+    producer.append_rows("samples", [{**_rows(1)[0], "source": ""}])
+    assert producer.flush(timeout=5)
+    assert producer.stats().rows_rejected == 1 and store.health().rows == 0
+    producer.write_rows("samples", _rows(2))  # the producer still sends
+    assert producer.flush(timeout=5) and store.health().rows == 2
+
+
+def test_appended_rows_are_cut_at_max_batch_rows(store: Store, make_producer) -> None:
+    producer = make_producer(StoreSink(store), max_batch_rows=10, max_delay_s=60)
+    producer.append_rows("samples", _rows(25))
+    wait_for(lambda: store.health().rows == 25, timeout_s=5, what="batches cut by size, long before max_delay_s")
+    assert _generations(store) == list(range(25))
+
+
 # ---------------------------------------------------------------------------------- retries
 
 
