@@ -88,11 +88,20 @@ class Silence:
         return all(matcher.matches(labels) for matcher in self.matchers)
 
 
-class SilenceStore:
-    """The silences of one Alertmanager-like instance; expired ones are kept for listing."""
+#: Expired silences and old acknowledgements are kept this long (Alertmanager's default retention,
+#: 120 h), then forgotten; at most MAX_SILENCES silences exist at once (a new one past it is refused).
+RETENTION_S = 120 * 3600.0
+MAX_SILENCES = 10_000
 
-    def __init__(self, clock: Clock) -> None:
+
+class SilenceStore:
+    """The silences of one Alertmanager-like instance. Expired ones are kept for listing for
+    `retention_s`, then dropped; more than `max_silences` at once is refused with a ValueError."""
+
+    def __init__(self, clock: Clock, *, retention_s: float = RETENTION_S, max_silences: int = MAX_SILENCES) -> None:
         self._clock = clock
+        self._retention_s = retention_s
+        self._max_silences = max_silences
         self._silences: dict[str, Silence] = {}
 
     def add(
@@ -110,8 +119,15 @@ class SilenceStore:
         if ends_at <= max(starts_at, now):
             raise ValueError(f"a new silence must end after it starts and in the future, got {ends_at=}")
         silence = Silence(uuid.uuid4().hex, tuple(matchers), starts_at, ends_at, created_by, comment)
+        self._forget_old(now)
+        if len(self._silences) >= self._max_silences:
+            raise ValueError(f"already {len(self._silences)} silences (max_silences={self._max_silences}): expire some")
         self._silences[silence.id] = silence
         return silence.id
+
+    def _forget_old(self, now: float) -> None:
+        for silence_id in [i for i, s in self._silences.items() if s.ends_at < now - self._retention_s]:
+            del self._silences[silence_id]
 
     def get(self, silence_id: str) -> Silence:
         """The silence with this id; a ValueError names an unknown id."""
@@ -167,17 +183,26 @@ class Acknowledgement:
 
 
 class AckStore:
-    """The latest acknowledgement of each alert instance."""
+    """The latest acknowledgement of each alert instance; ones past their `until`, or older than
+    `retention_s` (by then their episode has almost surely resolved), are forgotten."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, *, retention_s: float = RETENTION_S) -> None:
         self._clock = clock
+        self._retention_s = retention_s
         self._acks: dict[str, Acknowledgement] = {}
 
     def acknowledge(self, fingerprint: str, by: str, comment: str, until: float | None = None) -> Acknowledgement:
         """Acknowledge the alert instance with this fingerprint now, replacing an earlier one."""
-        ack = Acknowledgement(fingerprint, by, comment, at=self._clock(), until=until)
+        now = self._clock()
+        ack = Acknowledgement(fingerprint, by, comment, at=now, until=until)
+        stale = [f for f, a in self._acks.items() if a.at < now - self._retention_s or (a.until or now) < now]
+        for old in stale:
+            del self._acks[old]
         self._acks[fingerprint] = ack
         return ack
+
+    def __len__(self) -> int:
+        return len(self._acks)
 
     def suppress_repeat(self, alert: Alert) -> bool:
         """Whether the alert is acknowledged now: the router's `suppress_repeat` predicate."""

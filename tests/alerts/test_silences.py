@@ -119,6 +119,31 @@ def test_store_add_rejects_silences_that_end_in_the_past_or_before_they_start():
         store.add(['node="n1"'], starts_at=T0 + 50, ends_at=T0 + 40, created_by="ana", comment="x")
 
 
+def test_expired_silences_are_forgotten_after_the_retention_and_their_number_is_bounded():
+    clock = FakeClock()
+    store = SilenceStore(clock, retention_s=100, max_silences=2)
+    old = store.add(['node="n1"'], ends_at=T0 + 10, created_by="ana", comment="x")
+    store.add(['node="n2"'], ends_at=T0 + 500, created_by="ana", comment="x")
+    with pytest.raises(ValueError, match="max_silences=2"):
+        store.add(['node="n3"'], ends_at=T0 + 500, created_by="ana", comment="x")
+    clock.now = T0 + 111  # `old` ended 101 s ago: past the retention, so it makes room
+    store.add(['node="n3"'], ends_at=T0 + 500, created_by="ana", comment="x")
+    assert old not in {s.id for s in store.list()} and len(store.list()) == 2
+
+
+def test_old_acknowledgements_are_forgotten():
+    clock = FakeClock()
+    acks = AckStore(clock, retention_s=100)
+    acks.acknowledge("f1", "ana", "x")
+    acks.acknowledge("f2", "ana", "x", until=T0 + 10)
+    clock.now = T0 + 50
+    acks.acknowledge("f3", "ana", "x")  # f2's `until` has passed
+    assert len(acks) == 2
+    clock.now = T0 + 120
+    acks.acknowledge("f4", "ana", "x")  # f1 is older than the retention
+    assert len(acks) == 2  # f3 and f4
+
+
 def test_expire():
     clock = FakeClock()
     store = SilenceStore(clock)
