@@ -33,7 +33,7 @@ import ray
 
 from elitemon import __version__, aggregator
 from elitemon.alerts import commands as alert_commands
-from elitemon.client import Client, connect, ensure_ray
+from elitemon.client import Client, attach_or_start_local_ray, connect, ensure_ray
 from elitemon.config import StoreConfig
 from elitemon.query import Aggregation
 from elitemon.schema import ID_COLUMNS
@@ -354,7 +354,7 @@ def _demo(args: argparse.Namespace) -> int:
     # Tune's file loggers warn "Remote file not found: .../result.json" when a paused trial resumes
     # before its log was copied to storage (often, under PBT); harmless, and the store has the results.
     logging.getLogger("ray.tune.logger.logger").setLevel(logging.ERROR)
-    started_ray = _connect_or_start_local_ray(args.address, args.num_cpus)
+    started_ray = attach_or_start_local_ray(args.address, args.num_cpus, purpose="for the demo")
     try:
         summary = run_demo(settings, data_dir=args.data_dir and Path(args.data_dir))
     finally:
@@ -386,32 +386,6 @@ def _bench(args: argparse.Namespace) -> int:
     from elitemon.bench.suite import run_from_args
 
     return run_from_args(args)
-
-
-def _connect_or_start_local_ray(address: str | None, num_cpus: int | None) -> bool:
-    """Attach to `address` (default: the running cluster, if any), or start a local Ray in this
-    process; True if it was started here, and so is the caller's to shut down."""
-    if ray.is_initialized():
-        return False
-    if address not in (None, "local"):
-        ensure_ray(address)
-        return False
-    if address is None:
-        try:
-            ensure_ray("auto")
-            return False
-        except ConnectionError:
-            print("no running Ray cluster found; starting a local one for the demo")
-    # Ray turns its token authentication on by default for a local cluster started this way.
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        namespace=aggregator.NAMESPACE,
-        include_dashboard=False,
-        logging_level="WARNING",
-        log_to_driver=False,
-    )
-    return True
 
 
 def _render(table: pa.Table, fmt: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,35 @@ def ensure_ray(address: str | None = "auto") -> None:
         raise ConnectionError(
             f"no Ray cluster at {address!r} ({error}); start one with `elitemon start` or `ray start --head`"
         ) from None
+
+
+def attach_or_start_local_ray(
+    address: str | None, num_cpus: int | None, *, purpose: str, say: Callable[[str], Any] = print
+) -> bool:
+    """Attach to `address` (default: the running cluster, if any), or start a local Ray in this
+    process (`address="local"` always does); True if it was started here, and so is the caller's
+    to shut down. `purpose` completes the line said when one is started ("for the demo")."""
+    if ray.is_initialized():
+        return False
+    if address not in (None, "local"):
+        ensure_ray(address)
+        return False
+    if address is None:
+        try:
+            ensure_ray("auto")
+            return False
+        except ConnectionError:
+            say(f"no running Ray cluster found; starting a local one {purpose}")
+    # Ray turns its token authentication on by default for a local cluster started this way.
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        namespace=aggregator.NAMESPACE,
+        include_dashboard=False,
+        logging_level="WARNING",
+        log_to_driver=False,
+    )
+    return True
 
 
 def _refuse_stale_cluster(record: Path = Path("/tmp/ray/ray_current_cluster")) -> None:

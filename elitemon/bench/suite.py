@@ -635,7 +635,9 @@ def run_from_args(args: argparse.Namespace, out: Out = print) -> int:
     import ray
 
     settings = settings_from_args(args)  # checked before Ray starts
-    started_ray = _connect_or_start_ray(args.address, args.num_cpus, out)
+    from elitemon.client import attach_or_start_local_ray
+
+    started_ray = attach_or_start_local_ray(args.address, args.num_cpus, purpose="for the suite", say=out)
     try:
         data_dir = Path(args.data_dir) if args.data_dir else None
         execute(settings, aggregator_name=args.aggregator_name, data_dir=data_dir, json_path=args.json, out=out)
@@ -643,35 +645,6 @@ def run_from_args(args: argparse.Namespace, out: Out = print) -> int:
         if started_ray:
             ray.shutdown()
     return 0
-
-
-def _connect_or_start_ray(address: str | None, num_cpus: int | None, out: Out) -> bool:
-    """Attach to `address` (default: the running cluster, if any), or start a local Ray in this
-    process; True if it was started here, and so is the caller's to shut down."""
-    import ray
-
-    from elitemon.client import ensure_ray
-
-    if ray.is_initialized():
-        return False
-    if address not in (None, "local"):
-        ensure_ray(address)
-        return False
-    if address is None:
-        try:
-            ensure_ray("auto")
-            return False
-        except ConnectionError:
-            out("no running Ray cluster found; starting a local one for the suite")
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        namespace=NAMESPACE,
-        include_dashboard=False,
-        logging_level="WARNING",
-        log_to_driver=False,
-    )
-    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
