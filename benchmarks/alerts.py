@@ -45,7 +45,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -65,6 +64,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import ray
+from _net import free_port, wait_http
 
 from elitemon.aggregator import start_aggregator
 from elitemon.alerts._model import Severity, Status
@@ -372,7 +372,7 @@ def _process(args: list[str], log: Path, health_url: str) -> Iterator[subprocess
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     try:
         try:
-            _wait_http(health_url)
+            wait_http(health_url)
         except RuntimeError as error:
             raise RuntimeError(f"{error}; {args[0]} said: {log.read_text()[-1500:]}") from None
         yield process
@@ -383,7 +383,7 @@ def _process(args: list[str], log: Path, health_url: str) -> Iterator[subprocess
 
 @contextlib.contextmanager
 def victoria_metrics(tmp: Path, name: str) -> Iterator[int]:
-    port = _free_port()
+    port = free_port()
     args = [
         "victoria-metrics",
         f"-storageDataPath={tmp / name}",
@@ -396,7 +396,7 @@ def victoria_metrics(tmp: Path, name: str) -> Iterator[int]:
 
 @contextlib.contextmanager
 def vmalert(tmp: Path, name: str, *, rules: str, vm_port: int, notifier: str, interval_s: float) -> Iterator[int]:
-    port = _free_port()
+    port = free_port()
     rule_file = tmp / f"{name}.yaml"
     rule_file.write_text(rules)
     args = [
@@ -858,23 +858,6 @@ def _phase(what: str) -> Iterator[None]:
     started = time.perf_counter()
     yield
     print(f"  {what}: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2).read()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout_s}s")
 
 
 if __name__ == "__main__":

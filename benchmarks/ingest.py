@@ -22,7 +22,6 @@ import argparse
 import http.client
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import ray
+from _net import free_port, wait_http
 
 from elitemon.aggregator import start_aggregator
 from elitemon.config import StoreConfig
@@ -176,14 +176,14 @@ def bench_victoria_metrics(args: argparse.Namespace, data_dir: Path) -> dict | N
     if binary is None:
         print("victoria-metrics is not installed (apt-get install victoria-metrics): peer skipped")
         return None
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [binary, f"-storageDataPath={data_dir}", f"-httpListenAddr=127.0.0.1:{port}", "-search.latencyOffset=0s"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_http(f"http://127.0.0.1:{port}/health")
+        wait_http(f"http://127.0.0.1:{port}/health")
         producers = _producers(args)
         start_us = int((time.time() - 3600) * 1e6)
         ray.get([p.prepare_vm.remote(start_us) for p in producers])
@@ -224,23 +224,6 @@ def _producers(args: argparse.Namespace) -> list:
     ]
     ray.get([p.__ray_ready__.remote() for p in producers])
     return producers
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2).read()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout_s}s")
 
 
 def main() -> None:
