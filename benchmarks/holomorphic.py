@@ -6,10 +6,12 @@
 
 Every path is first checked against the float64 reference (relative error ‖out − ref‖/‖ref‖ of the
 analytic signal, envelope and frequency on random, chirp and multi-tone frames, never zeros), then
-timed, median of `--repeat` runs after a warm-up (the functions live in `elitemon.bench.measure`,
-shared with the benchmark suite, `benchmarks/run_suite.py`):
+timed, about `--repeat` calls of each (the functions live in `elitemon.bench.measure`, shared with
+the benchmark suite, `benchmarks/run_suite.py`):
 - CPU: elitemon's kernel on all cores, beside the peer `scipy.signal.hilbert` on the same frames,
-  single-threaded (as users call it) and with `scipy.fft.set_workers(cores)`;
+  single-threaded (as users call it) and with `scipy.fft.set_workers(cores)`, taking turns in short
+  bursts; the speedups are medians of the ratios within each round, which a shared machine's
+  drifting speed leaves alone;
 - GPU, data resident on the device: CUDA events around `process`, frames several times the L2;
 - GPU, data in pinned host memory: copies overlapped with compute on two streams;
 - the device's copy bandwidth (a large device-to-device copy, bytes read + written), so that the
@@ -56,9 +58,10 @@ def main() -> None:
         print(f"  scipy.signal.hilbert, 1 thread    {cpu['scipy_hilbert_samples_per_s'] / 1e6:10.1f} M samples/s")
         threads = cpu["scipy_hilbert_threads_samples_per_s"]
         print(f"  scipy.signal.hilbert, {cpu['cores']} workers  {threads / 1e6:10.1f} M samples/s")
+        low, high = cpu["speedup_over_scipy_min_max"]
         print(
-            f"  elitemon / scipy: {cpu['samples_per_s'] / cpu['scipy_hilbert_samples_per_s']:.2f}x "
-            f"(1 thread), {cpu['samples_per_s'] / cpu['scipy_hilbert_threads_samples_per_s']:.2f}x (same workers)"
+            f"  elitemon / scipy, median of per-round ratios: {cpu['speedup_over_scipy']:.2f}x (1 thread; "
+            f"rounds {low:.2f}-{high:.2f}x), {cpu['speedup_over_scipy_threads']:.2f}x (same workers)"
         )
     reason = gpu_unavailable_reason()
     if reason is None:

@@ -1,4 +1,4 @@
-"""The holomorphic (analytic-signal) kernel, on NumPy/SciPy and on CuPy.
+"""The holomorphic (analytic-signal) kernel, on the CPU (FFTW, Numba, NumPy) and on CuPy.
 
 For each frame of N real samples x, the analytic signal z = x + i·H[x], with H the Hilbert
 transform, and from it the envelope |z| and the instantaneous frequency (the phase increment per
@@ -17,10 +17,10 @@ positive bins and zeroed on the negative ones) at half its FFT work. Then
 Input float32 of shape (frames, N), N even; outputs complex64 z and float32 envelope and frequency,
 written into buffers allocated once per processor (`max_frames` frames), so that a stream of
 batches allocates nothing per batch. The CPU path splits the frames into cache-sized chunks and
-runs them on `workers` threads (SciPy's pocketfft and NumPy's ufuncs release the GIL). The GPU path
-uses cuFFT plans made once per shape, two fused elementwise kernels (the Hilbert mask on the
-spectrum; then z, envelope and frequency in one pass), and for host data two CUDA streams so that
-copies of one batch overlap the compute of the other.
+runs them on `workers` threads, each with its own FFTW plans (FFTW, the Numba loops and NumPy's
+ufuncs release the GIL). The GPU path uses cuFFT plans made once per shape, two fused elementwise
+kernels (the Hilbert mask on the spectrum; then z, envelope and frequency in one pass), and for
+host data two CUDA streams so that copies of one batch overlap the compute of the other.
 
 `make_processor` picks the backend: CuPy with a GPU when both exist, the CPU otherwise (said once,
 with the reason).
@@ -34,8 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numba
 import numpy as np
-import scipy.fft
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,15 @@ def _check_frame_size(frame_size: int) -> None:
 
 
 class CpuHolomorphic:
-    """The kernel on NumPy and SciPy's pocketfft, over `workers` threads."""
+    """The kernel on FFTW (through pyFFTW), Numba and NumPy, over `workers` threads.
+
+    Each thread owns a pair of FFTW plans for one chunk of `CPU_CHUNK_SAMPLES` and the aligned
+    buffers they run on: a chunk is copied into the thread's input buffer, transformed there, and its
+    outputs written to the processor's result buffers. FFTW runs these real transforms in about half
+    the time of SciPy's pocketfft at N=4096; the elementwise work (mask; z, envelope and the products
+    the frequency needs) is two compiled loops instead of a dozen NumPy passes; the arctan2 is
+    NumPy's vectorised one. Plans are made once per processor (FFTW_MEASURE, reusing the process's
+    wisdom for a shape it has planned before)."""
 
     backend = "cpu"
 
@@ -86,8 +94,9 @@ class CpuHolomorphic:
         self._signal = np.empty((max_frames, frame_size), np.complex64)
         self._envelope = np.empty((max_frames, frame_size), np.float32)
         self._frequency = np.empty((max_frames, frame_size), np.float32)
-        self._mask = _hilbert_mask(frame_size, np)
-        self._chunk = max(1, CPU_CHUNK_SAMPLES // frame_size)
+        self._scale = np.float32(1.0 / frame_size)  # the inverse FFT's normalisation, applied by the mask
+        self._chunk = max(1, min(max_frames, CPU_CHUNK_SAMPLES // frame_size))
+        self._lanes = [_FftwLane(self._chunk, frame_size) for _ in range(self.workers)]
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="holomorphic") if self.workers > 1 else None
 
     def process(self, frames: np.ndarray) -> Analytic:
@@ -96,42 +105,89 @@ class CpuHolomorphic:
         spans = [(start, min(n, start + self._chunk)) for start in range(0, n, self._chunk)]
         if self._pool is None:
             for span in spans:
-                self._chunk_of(frames, *span)
+                self._chunk_of(self._lanes[0], frames, *span)
         else:
-            list(self._pool.map(lambda span: self._chunk_of(frames, *span), spans))
+            # Lane i takes spans i, i + workers, ...: no two threads share a lane's buffers.
+            lanes = range(min(self.workers, len(spans)))
+            list(self._pool.map(lambda lane: self._spans_of(lane, frames, spans), lanes))
         return Analytic(self._signal[:n], self._envelope[:n], self._frequency[:n])
 
-    def _chunk_of(self, frames: np.ndarray, start: int, stop: int) -> None:
-        x = frames[start:stop]
-        spectrum = scipy.fft.rfft(x, axis=-1)
-        spectrum *= self._mask
-        h = scipy.fft.irfft(spectrum, n=self.frame_size, axis=-1, overwrite_x=True)
-        z = self._signal[start:stop]
-        z.real, z.imag = x, h
-        envelope = self._envelope[start:stop]
-        np.multiply(x, x, out=envelope)
-        envelope += h * h
-        np.sqrt(envelope, out=envelope)
-        # z[n]·conj(z[n-1]) = (x[n]x[n-1] + h[n]h[n-1]) + i(h[n]x[n-1] - x[n]h[n-1])
-        x0, h0, x1, h1 = x[:, :-1], h[:, :-1], x[:, 1:], h[:, 1:]
-        real = x1 * x0
-        real += h1 * h0
-        imag = h1 * x0
-        imag -= x1 * h0
-        frequency = self._frequency[start:stop]
-        np.arctan2(imag, real, out=frequency[:, 1:])
-        frequency[:, 0] = frequency[:, 1]
+    def _spans_of(self, lane: int, frames: np.ndarray, spans: list[tuple[int, int]]) -> None:
+        for span in spans[lane :: self.workers]:
+            self._chunk_of(self._lanes[lane], frames, *span)
+
+    def _chunk_of(self, lane: _FftwLane, frames: np.ndarray, start: int, stop: int) -> None:
+        rows = stop - start
+        x = lane.samples[:rows]
+        x[...] = frames[start:stop]  # a short last chunk also transforms stale rows, which nothing reads
+        lane.forward.execute()
+        _hilbert_multiply(lane.spectrum, self._scale)
+        lane.backward.execute()
+        h = lane.hilbert[:rows]
+        real, imag = lane.real[:rows], lane.imag[:rows]
+        _signal_envelope_products(x, h, self._signal[start:stop], self._envelope[start:stop], real, imag)
+        np.arctan2(imag, real, out=self._frequency[start:stop])
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
 
 
-def _hilbert_mask(frame_size: int, xp: Any) -> Any:
-    """-i on the positive bins, 0 on DC and Nyquist: the Hilbert transform's multiplier."""
-    mask = xp.full(frame_size // 2 + 1, -1j, dtype=xp.complex64)
-    mask[0] = mask[-1] = 0
-    return mask
+class _FftwLane:
+    """One thread's FFTW plans and the aligned buffers they are bound to: samples → spectrum
+    (real-to-complex) and spectrum → hilbert (complex-to-real, unnormalised: the 1/N is folded into
+    the mask), plus the two products the frequency's arctan2 reads. The inverse may destroy the
+    spectrum, which is rebuilt every chunk anyway."""
+
+    def __init__(self, rows: int, frame_size: int) -> None:
+        import pyfftw
+
+        self.samples = pyfftw.empty_aligned((rows, frame_size), np.float32)
+        self.spectrum = pyfftw.empty_aligned((rows, frame_size // 2 + 1), np.complex64)
+        self.hilbert = pyfftw.empty_aligned((rows, frame_size), np.float32)
+        self.real = np.empty((rows, frame_size), np.float32)
+        self.imag = np.empty((rows, frame_size), np.float32)
+        self.forward = pyfftw.FFTW(self.samples, self.spectrum, axes=(-1,), flags=("FFTW_MEASURE",), threads=1)
+        self.backward = pyfftw.FFTW(
+            self.spectrum,
+            self.hilbert,
+            axes=(-1,),
+            direction="FFTW_BACKWARD",
+            flags=("FFTW_MEASURE", "FFTW_DESTROY_INPUT"),
+            threads=1,
+        )
+
+
+@numba.njit(nogil=True, cache=True)
+def _hilbert_multiply(spectrum: np.ndarray, scale: np.float32) -> None:  # pragma: no cover (compiled)
+    """The Hilbert transform's multiplier in place: −i·scale on the positive bins, 0 on DC and
+    Nyquist; −i·(a + ib) = b − ia."""
+    rows, bins = spectrum.shape
+    for row in range(rows):
+        for k in range(bins):
+            value = spectrum[row, k]
+            spectrum[row, k] = complex(value.imag * scale, -value.real * scale)
+        spectrum[row, 0] = spectrum[row, bins - 1] = 0
+
+
+@numba.njit(nogil=True, cache=True)
+def _signal_envelope_products(
+    x: np.ndarray, h: np.ndarray, signal: np.ndarray, envelope: np.ndarray, real: np.ndarray, imag: np.ndarray
+) -> None:  # pragma: no cover (compiled; covered through CpuHolomorphic's tests)
+    """One pass over a chunk instead of NumPy's dozen: z = x + i·h, |z|, and the real and imaginary
+    parts of z[n]·conj(z[n−1]) = (x[n]x[n−1] + h[n]h[n−1]) + i(h[n]x[n−1] − x[n]h[n−1]), whose
+    arctan2 (NumPy's, vectorised) is the frequency; column 0 repeats column 1 (frequency[0] is
+    frequency[1]), so that the arctan2 runs over whole rows. Compiled once per machine (cached)."""
+    rows, n = x.shape
+    for row in range(rows):
+        for i in range(n):
+            xv, hv = x[row, i], h[row, i]
+            signal[row, i] = complex(xv, hv)
+            envelope[row, i] = np.sqrt(xv * xv + hv * hv)
+        for i in range(1, n):
+            real[row, i] = x[row, i] * x[row, i - 1] + h[row, i] * h[row, i - 1]
+            imag[row, i] = h[row, i] * x[row, i - 1] - x[row, i] * h[row, i - 1]
+        real[row, 0], imag[row, 0] = real[row, 1], imag[row, 1]
 
 
 class GpuHolomorphic:

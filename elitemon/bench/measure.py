@@ -103,6 +103,25 @@ def median_seconds(run: Callable[[], None], repeat: int) -> float:
     return statistics.median(times)
 
 
+def interleaved_seconds(runs: dict[str, Callable[[], None]], rounds: int, burst: int = 4) -> dict[str, list[float]]:
+    """Per round, the median wall time of each of `runs`, over `rounds` rounds that give each a burst
+    of `burst` consecutive calls in turn; the first call of a burst warms up (after the others have
+    filled the caches and freed their memory) and is not timed. Taking turns puts a shared machine's
+    slow spells on all runs alike, so that ratios within a round hold even when absolute figures
+    drift between rounds; the bursts time each in the steady state it would have alone."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            run()
+            burst_times = []
+            for _ in range(burst - 1):
+                started = time.perf_counter()
+                run()
+                burst_times.append(time.perf_counter() - started)
+            times[name].append(statistics.median(burst_times))
+    return times
+
+
 def host_copy_bandwidth(nbytes: int, threads: int = 1, repeat: int = 5) -> float:
     """Bytes/s (read + written) of `np.copyto` between two `nbytes` arrays, split over `threads`
     threads (NumPy releases the GIL for the copy). Make `nbytes` several times the last-level cache."""
@@ -148,17 +167,32 @@ def cpu_figures(n: int, frames: int, repeat: int, cores: int | None = None) -> d
     ours = CpuHolomorphic(n, frames, workers=cores)
     worst = check(lambda f: CpuHolomorphic(n, len(f), workers=cores).process(f), n)
     samples = frames * n
-    ours_s = median_seconds(lambda: ours.process(x), repeat)
+
+    def peer_on_all_cores() -> None:
+        with scipy.fft.set_workers(cores):
+            scipy.signal.hilbert(x, axis=-1)
+
+    seconds = interleaved_seconds(
+        {
+            "ours": lambda: ours.process(x),
+            "peer": lambda: scipy.signal.hilbert(x, axis=-1),
+            "peer_threads": peer_on_all_cores,
+        },
+        rounds=max(1, repeat // 3),
+    )
     ours.close()
-    peer_s = median_seconds(lambda: scipy.signal.hilbert(x, axis=-1), repeat)
-    with scipy.fft.set_workers(cores):
-        peer_threads_s = median_seconds(lambda: scipy.signal.hilbert(x, axis=-1), repeat)
+    # Ours over the peer within each round (same machine state), then the median over rounds.
+    speedups = [p / o for p, o in zip(seconds["peer"], seconds["ours"], strict=True)]
+    threads_speedups = [p / o for p, o in zip(seconds["peer_threads"], seconds["ours"], strict=True)]
     return {
         "cores": cores,
         "max_relative_error": worst,
-        "samples_per_s": samples / ours_s,
-        "scipy_hilbert_samples_per_s": samples / peer_s,
-        "scipy_hilbert_threads_samples_per_s": samples / peer_threads_s,
+        "samples_per_s": samples / statistics.median(seconds["ours"]),
+        "scipy_hilbert_samples_per_s": samples / statistics.median(seconds["peer"]),
+        "scipy_hilbert_threads_samples_per_s": samples / statistics.median(seconds["peer_threads"]),
+        "speedup_over_scipy": statistics.median(speedups),
+        "speedup_over_scipy_min_max": [min(speedups), max(speedups)],
+        "speedup_over_scipy_threads": statistics.median(threads_speedups),
     }
 
 

@@ -20,6 +20,16 @@ def test_cpu_matches_scipy_hilbert_in_float64(n: int, workers: int) -> None:
         assert max(errors.values()) < 1e-5, (name, errors)
 
 
+def test_a_short_batch_after_a_long_one_sees_none_of_the_long_ones_frames() -> None:
+    """The per-thread FFT buffers are reused across batches, and a short batch fills only part of
+    them: its results must come from its own rows alone."""
+    processor = CpuHolomorphic(4096, 40, workers=2)
+    long, short = (sample_frames(count, 4096, seed=count)["chirp"] for count in (40, 3))
+    processor.process(long)
+    errors = relative_errors(processor.process(short), reference(short))
+    assert max(errors.values()) < 1e-5, errors
+
+
 def test_outputs_have_the_documented_types_and_shapes() -> None:
     frames = np.random.default_rng(3).standard_normal((5, 64)).astype(np.float32)
     result = CpuHolomorphic(64, 8).process(frames)
