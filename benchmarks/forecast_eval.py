@@ -40,6 +40,8 @@ FRACTIONS = (0.3, 0.5)
 LINEAR_POINTS = 10
 CALIBRATION_CUTS = 4
 CALIBRATION_HORIZONS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+#: Q-learning PBT runs for the calibration: other seeds than the evaluation's (0 and 1).
+CALIBRATION_PBT_SEEDS = (10, 11, 12, 13)
 
 
 @dataclass(frozen=True)
@@ -169,31 +171,47 @@ def table(cases: pd.DataFrame, group: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def calibrate(curves: list[Curve], seed: int) -> np.ndarray:
-    """Quantiles 10/50/90% of (trend - expected) / s(h) per relative horizon h, over `curves`.
+def calibrate(curve_sets: dict[str, list[Curve]], seed: int) -> np.ndarray:
+    """Quantiles 10/50/90% of (truth - expected) / s(h) per relative horizon h, pooled over the
+    curve sets with equal weight per set (each set's forecasts at a horizon weigh 1/their count).
 
-    Each curve is cut at CALIBRATION_CUTS random points (15% to 85% of its length) and forecast at the horizons
-    of CALIBRATION_HORIZONS that stay within its length, as in the evaluation (a forecast made
-    during a run, of that run): a horizon of h spans is seen from curves cut before 1 / (1 + h).
+    Each curve is cut at CALIBRATION_CUTS random points (15% to 85% of its length) and forecast at
+    the horizons of CALIBRATION_HORIZONS that stay within its length, as in the evaluation (a
+    forecast made during a run, of that run): a horizon of h spans is seen from curves cut before
+    1 / (1 + h). The truth is `truth_curve` (the trend, or the real curve's moving average),
+    interpolated between generations.
     """
     rng = np.random.default_rng(seed)
-    normalised: dict[float, list[float]] = {h: [] for h in CALIBRATION_HORIZONS}
-    for curve in curves:
-        length = curve.scores.size
-        for fraction in rng.uniform(0.15, 0.85, size=CALIBRATION_CUTS):
-            n = int(round(fraction * length))
-            if n < MIN_POINTS:
-                continue
-            fit = fit_learning_curve(np.arange(1, n + 1, dtype=float), curve.scores[:n])
-            for h in CALIBRATION_HORIZONS:
-                generation = n + h * fit.span
-                s = float(fit.uncertainty(generation)) if generation <= length else 0.0
-                if s > 0:
-                    trend = float(curve.trend(np.array([generation]))[0])
-                    normalised[h].append((trend - float(fit.expected(generation))) / s)
-    return np.array(
-        [[h, *np.quantile(normalised[h], (0.1, 0.5, 0.9)), len(normalised[h])] for h in CALIBRATION_HORIZONS]
-    )
+    normalised: dict[float, dict[str, list[float]]] = {h: {name: [] for name in curve_sets} for h in CALIBRATION_HORIZONS}
+    for name, curves in curve_sets.items():
+        for curve in curves:
+            length = curve.scores.size
+            truth = truth_curve(curve)
+            for fraction in rng.uniform(0.15, 0.85, size=CALIBRATION_CUTS):
+                n = int(round(fraction * length))
+                if n < MIN_POINTS:
+                    continue
+                fit = fit_learning_curve(np.arange(1, n + 1, dtype=float), curve.scores[:n])
+                for h in CALIBRATION_HORIZONS:
+                    generation = n + h * fit.span
+                    s = float(fit.uncertainty(generation)) if generation <= length else 0.0
+                    if s > 0:
+                        value = float(np.interp(generation, np.arange(1, length + 1), truth))
+                        normalised[h][name].append((value - float(fit.expected(generation))) / s)
+    rows = []
+    for h in CALIBRATION_HORIZONS:
+        parts = [np.asarray(values) for values in normalised[h].values() if values]
+        values = np.concatenate(parts)
+        weights = np.concatenate([np.full(part.size, 1.0 / part.size) for part in parts])
+        rows.append([h, *_weighted_quantiles(values, weights, (0.1, 0.5, 0.9)), values.size])
+    return np.array(rows)
+
+
+def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, probabilities: tuple[float, ...]) -> list[float]:
+    """Quantiles of the distribution that puts `weights` on `values` (midpoint interpolation)."""
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order]) - weights[order] / 2
+    return [float(np.interp(p * weights.sum(), cumulative, values[order])) for p in probabilities]
 
 
 def main() -> None:
@@ -201,10 +219,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small run for a smoke test")
     parser.add_argument("--calibrate", action="store_true", help="print the calibration table (seed 0 curves)")
     parser.add_argument("--per-family", type=int, default=60, help="synthetic curves per family (full run)")
+    parser.add_argument("--synthetic-only", action="store_true", help="calibrate on synthetic curves alone")
     args = parser.parse_args()
     started = time.perf_counter()
     if args.calibrate:
-        quantiles = calibrate(synthetic_curves(args.per_family, seed=0), seed=0)
+        sets = {"synthetic": synthetic_curves(args.per_family, seed=0)}
+        if not args.synthetic_only:
+            sets["Q-learning PBT"] = qlearning_pbt_curves(seeds=CALIBRATION_PBT_SEEDS)
+        quantiles = calibrate(sets, seed=0)
         rows = "\n".join(
             f"        [{h:g}, {low:.3f}, {middle:.3f}, {high:.3f}],  # {count:.0f} forecasts"
             for h, low, middle, high, count in quantiles

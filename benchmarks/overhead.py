@@ -11,7 +11,7 @@ of iterations), run in rounds, alternating, so that drift of the machine hits th
   already pays for result logging;
 - `elitemon`: MonitorCallback with node monitors sampling every second, streaming every result,
   config, trial event and exploit into an aggregator.
-The aggregator, the monitor controller and its node monitors are started, and running (a heartbeat
+The aggregator (with its monitor controller) and the node monitors are started, and running (a heartbeat
 from every node), before the clock starts, as `elitemon start` would have done once before a user's
 runs; they are stopped after it stops. Everything they do during the run is inside the measurement.
 
@@ -44,7 +44,6 @@ from ray.tune.search.basic_variant import BasicVariantGenerator  # noqa: E402
 
 from elitemon.aggregator import NAMESPACE, start_aggregator  # noqa: E402
 from elitemon.collect import start_monitoring  # noqa: E402
-from elitemon.collect.controller import controller_name  # noqa: E402
 from elitemon.config import StoreConfig  # noqa: E402
 from elitemon.demo import AgentSettings, QLearningTrainable  # noqa: E402
 from elitemon.demo._qlearning import clip  # noqa: E402
@@ -61,7 +60,7 @@ class Run:
     episodes: int
     trainer_episodes_per_s: float  # mean over every result of the trainers' own rate
     driver_cpu_s: float  # CPU time of this process (Tune's driver, and the callback in it) during the fit
-    actors_cpu_s: float  # CPU time of elitemon's actors (aggregator, controller, monitors) during the fit
+    actors_cpu_s: float  # CPU time of elitemon's actors (the aggregator with its controller, monitors) during the fit
 
     @property
     def episodes_per_s(self) -> float:
@@ -90,7 +89,7 @@ def run_once(variant: str, args: argparse.Namespace, workdir: Path, seed: int) -
     elif variant == "elitemon":
         data_dir = workdir / name / "elitemon"
         handles.append(start_aggregator(StoreConfig(data_dir=data_dir), name=name))
-        handles.append(start_monitoring(aggregator_name=name))  # the callback attaches to both
+        start_monitoring(aggregator_name=name)  # the callback finds it running
         _wait_for_heartbeats(handles[-1])
         callbacks.append(MonitorCallback(aggregator_name=name, data_dir=str(data_dir)))
     settings = AgentSettings("Taxi-v4", args.episodes, eval_episodes=10, target=7.0)
@@ -121,16 +120,18 @@ def run_once(variant: str, args: argparse.Namespace, workdir: Path, seed: int) -
             verbose=0,
         ),
     )
-    actors = _actor_processes(handles)
+    actors = _actor_processes(handles[0]) if handles else []
     driver = psutil.Process()
     cpu_before = _cpu_seconds([driver]), _cpu_seconds(actors)
     started = time.perf_counter()
     grid = tuner.fit()
     wall_s = time.perf_counter() - started
     driver_cpu_s, actors_cpu_s = _cpu_seconds([driver]) - cpu_before[0], _cpu_seconds(actors) - cpu_before[1]
+    monitors = list(ray.get(handles[0].monitored_nodes.remote())) if handles else []
     for handle in handles:
-        ray.kill(handle, no_restart=True)
-    _wait_until_gone(controller_name(name))
+        ray.kill(handle, no_restart=True)  # its node monitors end with it (it owns them)
+    for node in monitors:
+        _wait_until_gone(f"node-monitor-{name}-{node}")
     if grid.errors:
         raise SystemExit(f"{variant}: {len(grid.errors)} trials failed: {grid.errors[0]}")
     if not results.rates:  # (fewer than agents x iterations is normal: a restore can jump ahead)
@@ -139,13 +140,12 @@ def run_once(variant: str, args: argparse.Namespace, workdir: Path, seed: int) -
     return Run(variant, wall_s, episodes, statistics.fmean(results.rates), driver_cpu_s, actors_cpu_s)
 
 
-def _actor_processes(handles: list) -> list[psutil.Process]:
-    """The processes of the aggregator, the controller and every node monitor (all local here)."""
-    if not handles:
-        return []
-    aggregator, controller = handles
-    monitors = [ray.get(controller.monitor.remote(node)) for node in ray.get(controller.nodes.remote())]
-    pids = ray.get([h.__ray_call__.remote(lambda self: os.getpid()) for h in [aggregator, controller, *monitors]])
+def _actor_processes(aggregator) -> list[psutil.Process]:
+    """The processes of the aggregator (with the monitor controller in it) and every node monitor
+    (all local here)."""
+    nodes = ray.get(aggregator.monitored_nodes.remote())
+    monitors = [ray.get(aggregator.node_monitor.remote(node)) for node in nodes]
+    pids = ray.get([h.__ray_call__.remote(lambda self: os.getpid()) for h in [aggregator, *monitors]])
     return [psutil.Process(pid) for pid in pids]
 
 
@@ -153,13 +153,13 @@ def _cpu_seconds(processes: list[psutil.Process]) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in processes)
 
 
-def _wait_for_heartbeats(controller, timeout_s: float = 60.0) -> None:
+def _wait_for_heartbeats(aggregator, timeout_s: float = 60.0) -> None:
     """Start the clock on a running monitor: actor start-up (a Python worker importing Ray and
     pyarrow, seconds of CPU here) happens once per cluster, not per run, and is not training cost."""
     alive = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        nodes = ray.get(controller.nodes.remote())
+        nodes = ray.get(aggregator.monitored_nodes.remote())
         if alive <= {node for node, seen in nodes.items() if seen["last_heartbeat"] is not None}:
             return
         time.sleep(0.1)

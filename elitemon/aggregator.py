@@ -5,13 +5,15 @@ driver (the CLI, a Tune callback, a notebook) attaches to the same one. It resta
 (`max_restarts=-1`) and rebuilds itself from the data directory, which is why it is pinned to the
 node that first created it: its segments and log live on that node's disk.
 
-The actor is threaded, with separate thread pools for ingest and for queries (Ray concurrency
-groups); the Store guards its own state. Methods stay thin; the work is in `Store` and `elitemon.query`.
+The actor is threaded, with separate thread pools for ingest, queries and control (Ray concurrency
+groups); the Store guards its own state. Methods stay thin; the work is in `Store`, `elitemon.query`
+and, for node monitoring, the `MonitorController` that runs in this process once `start_monitoring`
+asks for it (see `elitemon.collect.controller` for why here and not in an actor of its own).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import ray
@@ -23,11 +25,14 @@ from elitemon.config import StoreConfig
 from elitemon.query import Selection
 from elitemon.store import Ack, Health, Store
 
+if TYPE_CHECKING:
+    from elitemon.collect.controller import MonitorSettings
+
 NAMESPACE = "elitemon"
 NAME = "aggregator"
 #: Separate thread pools, so that ingest blocked by back-pressure never starves health checks and
 #: queries, and a slow query never holds up ingest.
-CONCURRENCY_GROUPS = {"ingest": 4, "query": 4}
+CONCURRENCY_GROUPS = {"ingest": 4, "query": 4, "control": 2}
 #: Arrow's allocator (mimalloc) returns freed pages to the OS almost at once by default; at ingest
 #: rates every batch then faults fresh pages in again, and the kernel time spent on that was half
 #: of all CPU time in benchmarks/ingest.py. Keeping freed pages for a second removes it.
@@ -38,8 +43,12 @@ class Aggregator:
     """Ingest and queries over one Store. Create it with `start_aggregator`, not directly."""
 
     def __init__(self, config: StoreConfig) -> None:
+        from elitemon.collect.controller import MonitorController
+
         self._store = Store(config)
         self._store.start()
+        self._name = ray.get_runtime_context().get_actor_name() or NAME
+        self._monitoring = MonitorController.resume(self._store, self._name)
 
     @ray.method(concurrency_group="ingest")
     def ingest(self, table: str, batch: pa.RecordBatch, producer_id: str, seq: int) -> Ack:
@@ -66,6 +75,54 @@ class Aggregator:
     @ray.method(concurrency_group="query")
     def latest(self, selection: Selection) -> pa.Table:
         return query.latest(self._store.scan(selection))
+
+    @ray.method(concurrency_group="control")
+    def start_monitoring(self, settings: MonitorSettings) -> bool:
+        """Put a NodeMonitor on every node from now on; False (and nothing changes) when this
+        aggregator already monitors its nodes."""
+        from elitemon.collect.controller import MonitorController
+
+        if self._monitoring is not None:
+            return False
+        self._monitoring = MonitorController(self._store, self._name, settings)
+        self._monitoring.start()
+        return True
+
+    @ray.method(concurrency_group="control")
+    def stop_monitoring(self) -> bool:
+        """End the node monitors (their rows so far are stored first); False when there were none.
+        Stored node events are left as they are: no node_down is written for nodes still alive."""
+        if self._monitoring is None:
+            return False
+        self._monitoring.stop()
+        self._monitoring = None
+        return True
+
+    @ray.method(concurrency_group="control")
+    def monitored_nodes(self) -> dict[str, dict]:
+        """node id -> {node_ip, last_heartbeat}; empty when nodes are not monitored."""
+        return {} if self._monitoring is None else self._monitoring.nodes()
+
+    @ray.method(concurrency_group="control")
+    def node_monitor(self, node_id: str) -> Any:
+        """A node's NodeMonitor handle, or None."""
+        return None if self._monitoring is None else self._monitoring.monitor(node_id)
+
+    @ray.method(concurrency_group="control")
+    def register_agents(self, node_ip: str, agents_by_pid: dict[int, str]) -> None:
+        """Which trainer process (pid) on the node at `node_ip` trains which agent."""
+        if self._monitoring is not None:
+            self._monitoring.register_agents(node_ip, agents_by_pid)
+
+    @ray.method(concurrency_group="control")
+    def flush_monitors(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every node monitor's rows and every node event so far are stored."""
+        return True if self._monitoring is None else self._monitoring.flush(timeout_s)
+
+    @ray.method(concurrency_group="control")
+    def monitoring_events_stats(self) -> Any:
+        """The ProducerStats of the controller's node events, or None when not monitoring."""
+        return None if self._monitoring is None else self._monitoring.events_stats()
 
 
 def start_aggregator(

@@ -1,5 +1,11 @@
 """MonitorController: keeps exactly one NodeMonitor on every alive node, and records node events.
 
+It runs inside the aggregator's process (a thread, started by `start_monitoring`), not as an actor
+of its own: every Ray actor process costs about 6 ms of CPU a second even when idle (its core
+worker wakes every 10 ms to check for signals), which on a 2-CPU node is 0.3% of the machine, a
+third of monitoring's whole budget. The aggregator is where node events are stored anyway, and if
+its node goes, nothing is recorded until it returns, with or without a controller elsewhere.
+
 Every `interval_s` it compares Ray's live nodes with its monitors: a new node gets a monitor (pinned
 to it, `num_cpus=0`) and a `node_up` event; a node Ray reports dead loses its monitor and yields a
 `node_down` event carrying the monitor's last heartbeat. A node that comes back is a new Ray node
@@ -7,6 +13,9 @@ to it, `num_cpus=0`) and a `node_up` event; a node Ray reports dead loses its mo
 hung monitor shows as a growing gap rather than a stuck controller: from a new monitor every round
 until its first one, then every `heartbeat_poll_s` (the stored `heartbeat` samples are the exact
 record; the controller's copy only dates a node_down).
+
+A restarted aggregator resumes monitoring by itself (`MonitorController.resume`): the stored node
+events say which nodes were up and with which settings.
 """
 
 from __future__ import annotations
@@ -15,28 +24,39 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from elitemon import aggregator
+from elitemon._arrow import sort_by
 from elitemon.collect.monitor import DEFAULT_SEND_INTERVAL_S, NodeMonitor
-from elitemon.producer import Producer, RaySink
+from elitemon.producer import Producer, StoreSink
 from elitemon.query import select
+from elitemon.store import Store
 
-CONTROLLER_NAME = "monitor-controller"
 DEFAULT_HEARTBEAT_POLL_S = 5.0
 
-
-def controller_name(aggregator_name: str = aggregator.NAME) -> str:
-    """The controller that feeds `aggregator_name`: one per aggregator, so that monitoring for two
-    stores (two runs, two tests) never shares a controller or monitors writing to the other store."""
-    return CONTROLLER_NAME if aggregator_name == aggregator.NAME else f"{CONTROLLER_NAME}-{aggregator_name}"
-
-
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """How often the controller reconciles (`interval_s`), monitors sample and send, and the
+    controller polls heartbeats. Stored with every node_up, so that a restarted aggregator resumes
+    with the same settings."""
+
+    interval_s: float = 1.0
+    sample_interval_s: float = 1.0
+    send_interval_s: float = DEFAULT_SEND_INTERVAL_S
+    heartbeat_poll_s: float = DEFAULT_HEARTBEAT_POLL_S
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not value > 0:
+                raise ValueError(f"{name}: must be a positive number of seconds, got {value!r}")
 
 
 @dataclass
@@ -47,28 +67,60 @@ class _Watched:
 
 
 class MonitorController:
-    """Reconciles NodeMonitors with the cluster's nodes. Start it with `start_monitoring`."""
+    """Reconciles NodeMonitors with the cluster's nodes, in a thread of the aggregator's process."""
 
-    def __init__(
-        self,
-        *,
-        interval_s: float = 1.0,
-        sample_interval_s: float = 1.0,
-        send_interval_s: float = DEFAULT_SEND_INTERVAL_S,
-        heartbeat_poll_s: float = DEFAULT_HEARTBEAT_POLL_S,
-        aggregator_name: str = aggregator.NAME,
-    ) -> None:
-        self._interval_s, self._sample_interval_s = interval_s, sample_interval_s
-        self._send_interval_s, self._heartbeat_poll_s = send_interval_s, heartbeat_poll_s
+    def __init__(self, store: Store, aggregator_name: str, settings: MonitorSettings) -> None:
+        self._store, self._aggregator_name, self.settings = store, aggregator_name, settings
         self._last_poll = float("-inf")
-        self._aggregator_name = aggregator_name
-        self._events = Producer(RaySink(name=aggregator_name), name="monitor-controller", max_delay_s=0.1)
+        self._events = Producer(StoreSink(store), name="monitor-controller", max_delay_s=0.1)
         self._watched: dict[str, _Watched] = {}
         self._agents_by_ip: dict[str, dict[int, str]] = {}  # what each node's monitor must map
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="elitemon-monitor-controller", daemon=True)
+
+    @classmethod
+    def resume(cls, store: Store, aggregator_name: str) -> MonitorController | None:
+        """The controller a restarted aggregator had, if it had one: nodes whose last node event is a
+        node_up and that Ray still lists alive are taken up again without a second node_up (with the
+        settings that node_up recorded); those that died meanwhile get their node_down now, with the
+        last heartbeat stored (`noticed_late`). Nodes Ray does not list (another cluster's, from an
+        earlier run in the same data directory) are left alone. None when no node was monitored."""
+        still_up = _nodes_last_up(store)
+        if not still_up:
+            return None
+        alive = {node["NodeID"]: node["Alive"] for node in ray.nodes()}
+        listed = still_up.keys() & alive.keys()
+        if not listed:
+            return None
+        settings = MonitorSettings(**still_up[max(listed, key=lambda n: still_up[n]["ts"])]["settings"])
+        controller = cls(store, aggregator_name, settings)
+        for node_id in listed:
+            node_ip = still_up[node_id]["node"]
+            if alive[node_id]:
+                controller._start_monitor(node_id, node_ip, announce=False)
+                continue
+            last = controller._last_heartbeat(node_id, None)
+            controller._event("node_down", node_id, node_ip, {"last_heartbeat": last, "noticed_late": True})
+        controller.start()
+        return controller
+
+    def start(self) -> None:
         self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop reconciling and end every monitor, after their rows and the node events are stored."""
+        self._stop.set()
+        self._thread.join(timeout_s)
+        self.flush(timeout_s)
+        with self._lock:
+            handles = [w.handle for w in self._watched.values()]
+            self._watched.clear()
+        for handle in handles:
+            ray.kill(handle, no_restart=True)
+        # So that a restart of the aggregator does not resume what was stopped on purpose.
+        self._events.write_rows("events", [{"type": "monitoring_stopped", "payload": "{}"}])
+        self._events.close(timeout=timeout_s)
 
     def nodes(self) -> dict[str, dict]:
         """node id -> {node_ip, last_heartbeat} for every monitored node."""
@@ -76,7 +128,7 @@ class MonitorController:
             return {n: {"node_ip": w.node_ip, "last_heartbeat": w.last_heartbeat} for n, w in self._watched.items()}
 
     def monitor(self, node_id: str) -> Any:
-        """The NodeMonitor handle of a node (the Tune callback maps trainer pids through it)."""
+        """The NodeMonitor handle of a node."""
         with self._lock:
             watched = self._watched.get(node_id)
         return None if watched is None else watched.handle
@@ -105,40 +157,12 @@ class MonitorController:
         return all(monitors) and self._events.flush(timeout_s)
 
     def _run(self) -> None:
-        try:
-            self._recover()
-        except Exception:  # the aggregator may be restarting too; nodes lost meanwhile stay unreported
-            log.exception("could not check for nodes lost before this controller started")
         while not self._stop.is_set():
             try:
                 self.reconcile()
             except Exception:  # a failed round (GCS briefly away) is retried next round
                 log.exception("monitor reconciliation failed")
-            self._stop.wait(self._interval_s)
-
-    def _recover(self) -> None:
-        """A restarted controller knows no nodes. The store does: nodes whose last node event is a
-        node_up. Those still alive are taken up again without a second node_up (their monitors,
-        being named, are found again); those that died meanwhile (the controller's own node, say)
-        get their node_down now, with the last heartbeat stored. Nodes Ray does not list (another
-        cluster's, from an earlier run in the same data directory) are left alone."""
-        store = aggregator.get_aggregator(name=self._aggregator_name)
-        events = ray.get(store.rows.remote(select("events", type=["node_up", "node_down"]))).to_pylist()
-        still_up: dict[str, str] = {}
-        for event in events:
-            node_id = json.loads(event["payload"])["node_id"]
-            if event["type"] == "node_up":
-                still_up[node_id] = event["node"]
-            else:
-                still_up.pop(node_id, None)
-        alive = {node["NodeID"]: node["Alive"] for node in ray.nodes()}
-        for node_id in still_up.keys() & alive.keys():
-            if alive[node_id]:
-                self._start_monitor(node_id, still_up[node_id], announce=False)
-                continue
-            beats = ray.get(store.latest.remote(select("samples", metric="heartbeat", source=node_id)))
-            last = max(beats.column("value").to_pylist(), default=None)
-            self._event("node_down", node_id, still_up[node_id], {"last_heartbeat": last, "noticed_late": True})
+            self._stop.wait(self.settings.interval_s)
 
     def reconcile(self) -> None:
         alive = {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]}
@@ -149,7 +173,8 @@ class MonitorController:
         for node_id in known - alive.keys():
             with self._lock:
                 watched = self._watched.pop(node_id)
-            self._event("node_down", node_id, watched.node_ip, {"last_heartbeat": watched.last_heartbeat})
+            last = self._last_heartbeat(node_id, watched.last_heartbeat)
+            self._event("node_down", node_id, watched.node_ip, {"last_heartbeat": last})
         self._collect_heartbeats()
 
     def _start_monitor(self, node_id: str, node_ip: str, *, announce: bool = True) -> None:
@@ -166,8 +191,8 @@ class MonitorController:
             .remote(
                 node_id,
                 node_ip,
-                interval_s=self._sample_interval_s,
-                send_interval_s=self._send_interval_s,
+                interval_s=self.settings.sample_interval_s,
+                send_interval_s=self.settings.send_interval_s,
                 aggregator_name=self._aggregator_name,
             )
         )
@@ -177,10 +202,10 @@ class MonitorController:
         if agents:
             handle.register_agents.remote(agents)
         if announce:
-            self._event("node_up", node_id, node_ip, {})
+            self._event("node_up", node_id, node_ip, {"settings": asdict(self.settings)})
 
     def _collect_heartbeats(self) -> None:
-        poll_all = time.monotonic() - self._last_poll >= self._heartbeat_poll_s
+        poll_all = time.monotonic() - self._last_poll >= self.settings.heartbeat_poll_s
         if poll_all:
             self._last_poll = time.monotonic()
         with self._lock:
@@ -188,7 +213,7 @@ class MonitorController:
         if not watched:
             return
         refs = {w.handle.heartbeat.remote(): node_id for node_id, w in watched.items()}
-        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=min(1.0, self._interval_s))
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=min(1.0, self.settings.interval_s))
         for ref in ready:
             try:
                 beat = ray.get(ref)
@@ -199,10 +224,34 @@ class MonitorController:
                     if refs[ref] in self._watched:
                         self._watched[refs[ref]].last_heartbeat = beat["last_sample"]
 
+    def _last_heartbeat(self, node_id: str, polled: float | None) -> float | None:
+        """The node's latest heartbeat: the stored samples' or the last one polled from its monitor
+        (newer when its last batch never arrived), whichever is later."""
+        beats = self._store.scan(select("samples", metric="heartbeat", source=node_id))
+        return max([*beats.column("value").to_pylist(), *([] if polled is None else [polled])], default=None)
+
     def _event(self, kind: str, node_id: str, node_ip: str, extra: dict) -> None:
         payload = json.dumps({"node_id": node_id, **extra})
         self._events.write_rows("events", [{"type": kind, "node": node_ip, "payload": payload}])
         log.info("%s: %s (%s)", kind, node_ip, node_id)
+
+
+def _nodes_last_up(store: Store) -> dict[str, dict]:
+    """node id -> {node, ts, settings} for the nodes whose last stored node event is a node_up, and
+    that were not up when monitoring was last stopped."""
+    kinds = ["node_up", "node_down", "monitoring_stopped"]
+    events = sort_by(store.scan(select("events", type=kinds)), ("ts",)).to_pylist()
+    still_up: dict[str, dict] = {}
+    for event in events:
+        payload = json.loads(event["payload"])
+        if event["type"] == "monitoring_stopped":
+            still_up.clear()
+        elif event["type"] == "node_up":
+            settings = payload.get("settings", {})  # node_ups written before settings were stored have none
+            still_up[payload["node_id"]] = {"node": event["node"], "ts": event["ts"], "settings": settings}
+        else:
+            still_up.pop(payload["node_id"], None)
+    return still_up
 
 
 def start_monitoring(
@@ -210,34 +259,13 @@ def start_monitoring(
     interval_s: float = 1.0,
     sample_interval_s: float = 1.0,
     send_interval_s: float = DEFAULT_SEND_INTERVAL_S,
+    heartbeat_poll_s: float = DEFAULT_HEARTBEAT_POLL_S,
     aggregator_name: str = aggregator.NAME,
-    name: str | None = None,
-    detached: bool = False,
 ) -> Any:
-    """Start (or attach to) the controller, which puts a NodeMonitor on every node.
-
-    Keep the returned handle: unless `detached`, Ray ends the controller (and so its monitors)
-    once no handle to it is left."""
-    options: dict[str, Any] = {
-        "name": name or controller_name(aggregator_name),
-        "namespace": aggregator.NAMESPACE,
-        "get_if_exists": True,
-        "num_cpus": 0,
-        "max_restarts": -1,
-        "max_concurrency": 4,
-        # Beside the caller (the head node, for a driver there): a controller on a node that dies
-        # would restart elsewhere without knowing that node, and never report it down.
-        "scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True),
-    }
-    if detached:
-        options["lifetime"] = "detached"
-    return (
-        ray.remote(MonitorController)
-        .options(**options)
-        .remote(
-            interval_s=interval_s,
-            sample_interval_s=sample_interval_s,
-            send_interval_s=send_interval_s,
-            aggregator_name=aggregator_name,
-        )
-    )
+    """Have the running aggregator put a NodeMonitor on every node (a no-op if it already does);
+    returns the aggregator's handle, whose `monitored_nodes`, `node_monitor`, `register_agents` and
+    `flush_monitors` reach the controller. Monitoring lasts as long as the aggregator."""
+    settings = MonitorSettings(interval_s, sample_interval_s, send_interval_s, heartbeat_poll_s)
+    handle = aggregator.get_aggregator(name=aggregator_name)
+    ray.get(handle.start_monitoring.remote(settings))
+    return handle

@@ -107,5 +107,5 @@ class NodeMonitor:
                 "value": now,
             }
         )
-        self._producer.write_rows("samples", rows)
+        self._producer.append_rows("samples", rows)  # converted and checked once per batch
         self._last_sample = now

@@ -48,20 +48,20 @@ class MonitorCallback(Callback):
         self._monitor_nodes = monitor_nodes
         self._sample_interval_s = sample_interval_s
         self._reporter: Reporter | None = None
-        self._handles: list[Any] = []  # the aggregator and controller live as long as we hold these
+        self._aggregator: Any = None  # an aggregator this callback starts lives as long as this handle
         self._migrating: dict[str, tuple[float, str]] = {}  # target trial -> (exploit time, source)
         self._trainers: dict[str, tuple[str, int]] = {}  # trial -> (node_ip, pid) of its trainer process
 
     def setup(self, **info: Any) -> None:
         config = StoreConfig(data_dir=self._data_dir) if self._data_dir else StoreConfig()
-        self._handles.append(aggregator.start_aggregator(config, name=self._aggregator_name))
+        self._aggregator = aggregator.start_aggregator(config, name=self._aggregator_name)
         if self._monitor_nodes:
             from elitemon.collect import start_monitoring
 
-            self._handles.append(
-                start_monitoring(sample_interval_s=self._sample_interval_s, aggregator_name=self._aggregator_name)
-            )
-        self._reporter = Reporter(Producer(RaySink(name=self._aggregator_name), name="tune", max_delay_s=0.5))
+            start_monitoring(sample_interval_s=self._sample_interval_s, aggregator_name=self._aggregator_name)
+        # One send a second: each Ray call costs the driver about a millisecond of CPU, which on a
+        # busy node is the trainers' (benchmarks/overhead.py); a second is well inside any refresh.
+        self._reporter = Reporter(Producer(RaySink(name=self._aggregator_name), name="tune", max_delay_s=1.0))
         _exploits.add_listener(self._on_exploit)
 
     @property
@@ -71,7 +71,7 @@ class MonitorCallback(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         generation = trial.last_result.get(TRAINING_ITERATION, 0) if trial.last_result else 0
-        self.producer.write_rows("configs", config_rows(trial.trial_id, generation, _flat(trial.config)))
+        self.producer.append_rows("configs", config_rows(trial.trial_id, generation, _flat(trial.config)))
         self._event("trial_start", trial, generation, {"experiment_tag": trial.experiment_tag})
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
@@ -101,11 +101,11 @@ class MonitorCallback(Callback):
         self._event("trial_error", trial, _generation(trial), {"error": str(getattr(trial, "error_file", ""))})
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        """Flush everything: the controller and monitors this callback started end with it."""
+        """Flush everything: the trial rows, the node monitors' rows and node events."""
         _exploits.remove_listener(self._on_exploit)
         self.producer.flush(timeout=30)
-        if self._monitor_nodes and len(self._handles) > 1:
-            ray.get(self._handles[1].flush.remote(), timeout=30)
+        if self._monitor_nodes and self._aggregator is not None:
+            ray.get(self._aggregator.flush_monitors.remote(), timeout=30)
 
     def _map_trainer(self, trial_id: str, node_ip: str | None, pid: int | None) -> None:
         """Tell the node monitors which process trains which trial (for per-agent RSS, CPU and GPU
@@ -114,11 +114,11 @@ class MonitorCallback(Callback):
         previous = self._trainers.pop(trial_id, None)
         if trainer is not None:
             self._trainers[trial_id] = trainer
-        if trainer == previous or not self._monitor_nodes or len(self._handles) < 2:
+        if trainer == previous or not self._monitor_nodes or self._aggregator is None:
             return
         for ip in {t[0] for t in (previous, trainer) if t is not None}:
             mapping = {pid: trial for trial, (node, pid) in self._trainers.items() if node == ip}
-            self._handles[1].register_agents.remote(ip, mapping)
+            self._aggregator.register_agents.remote(ip, mapping)
 
     def _on_exploit(self, exploit: _exploits.Exploit) -> None:
         assert self._reporter is not None
@@ -138,7 +138,7 @@ class MonitorCallback(Callback):
             target_tag=exploit.target_tag,
             source_tag=exploit.source_tag,
         )
-        self.producer.write_rows(
+        self.producer.append_rows(
             "configs", config_rows(exploit.target, exploit.trigger_iteration, _flat(exploit.new_config))
         )
 
@@ -151,12 +151,12 @@ class MonitorCallback(Callback):
             "generation": generation,
             "payload": json.dumps(payload, default=str),
         }
-        self.producer.write_rows("events", [row])
+        self.producer.append_rows("events", [row])
 
     def __getstate__(self) -> dict:
         """Tune pickles callbacks (experiment checkpoints): keep the settings, drop live handles."""
         state = dict(self.__dict__)
-        state.update(_reporter=None, _handles=[], _migrating={}, _trainers={})
+        state.update(_reporter=None, _aggregator=None, _migrating={}, _trainers={})
         return state
 
 

@@ -1,15 +1,14 @@
 """A multi-node check of the node monitors on ray.cluster_utils.Cluster: three nodes, one removed,
-one added, the controller restarted as the node goes; it fails unless every node gets a monitor and
-one node_up, the removed one exactly one node_down with its last heartbeat, and the new one a
-node_up. It needs a Ray of its own, so test_cluster.py runs it in a child process; by hand:
+one added, the aggregator (and the controller in it) restarted as the node goes; it fails unless
+every node gets a monitor and one node_up, the removed one exactly one node_down with its last
+heartbeat, and the new one a node_up. It needs a Ray of its own, so test_cluster.py runs it in a child process; by hand:
 
     python tests/collect/cluster_scenario.py /tmp/elitemon-cluster-check
 
 The victim is never the driver's node: the aggregator is pinned there (as on a real head node), and
-the store is what a restarted controller recovers from. The nodes of a local Cluster share one IP,
-and a driver joins whichever raylet has its IP, so "the driver's node" is any of them. Ray may place
-the controller on any node (its affinity to the driver's node is soft), the victim's included: the
-restart covers that case, since the new controller learns from the store which nodes were up."""
+its store is what the restarted aggregator's controller recovers from (which nodes were up). The
+nodes of a local Cluster share one IP, and a driver joins whichever raylet has its IP, so "the
+driver's node" is any of them."""
 
 from __future__ import annotations
 
@@ -30,7 +29,10 @@ from elitemon.config import StoreConfig
 def wait_for(condition, timeout_s: float, what: str, explain=lambda: ""):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        value = condition()
+        try:
+            value = condition()
+        except ray.exceptions.ActorUnavailableError:  # the aggregator is restarting
+            value = None
         if value:
             return value
         time.sleep(0.2)
@@ -49,23 +51,24 @@ def main(data_dir: Path) -> None:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
     ray.init(address=cluster.address, namespace="elitemon", logging_level="WARNING", log_to_driver=False)
-    client = Client(start_aggregator(StoreConfig(data_dir=data_dir)))
-    controller = start_monitoring(interval_s=0.5, sample_interval_s=0.5)
+    store = start_aggregator(StoreConfig(data_dir=data_dir))
+    client = Client(store)
+    start_monitoring(interval_s=0.5, sample_interval_s=0.5)
     first = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     wait_for(lambda: first <= heartbeat_sources(client), 90, "a heartbeat from every node")
 
     driver_node = ray.get_runtime_context().get_node_id()
     removed = next(worker for worker in workers if worker.node_id != driver_node)
     victim = removed.node_id
-    # The controller restarts while the node dies (Ray may have placed it on that very node): the
-    # new incarnation must still report the node, once.
-    ray.kill(controller, no_restart=False)
+    # The aggregator restarts while the node dies: its new controller must still report the node,
+    # once, and take the others up again without a second node_up.
+    ray.kill(store, no_restart=False)
     cluster.remove_node(removed)
 
     def state() -> str:  # what the next look at a failure needs
         alive = {n["NodeID"][:8]: n["Alive"] for n in ray.nodes()}
-        watched = {k[:8]: v["last_heartbeat"] for k, v in ray.get(controller.nodes.remote(), timeout=10).items()}
-        stats = ray.get(controller.events_stats.remote(), timeout=10)
+        watched = {k[:8]: v["last_heartbeat"] for k, v in ray.get(store.monitored_nodes.remote(), timeout=10).items()}
+        stats = ray.get(store.monitoring_events_stats.remote(), timeout=10)
         events = client.events().column("type").to_pylist()
         return f"alive {alive}; controller watches {watched}; its events {stats}; stored {events}"
 

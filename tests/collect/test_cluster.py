@@ -1,5 +1,5 @@
 """Node monitors on a multi-node ray.cluster_utils.Cluster: monitors, heartbeats, node_down, node_up,
-and a controller restarted while a node dies.
+and the aggregator (with its controller) restarted while a node dies.
 
 The scenario (cluster_scenario.py) needs a Ray of its own, and this process already has the
 session's, so it runs in a child process; its exit status and output are the result."""

@@ -57,14 +57,13 @@ def run(
     # Started (and held) here so that it outlives the run: Ray ends a non-detached actor when its
     # creator's handle goes, and one the callback starts ends with the callback.
     handle = start_aggregator(StoreConfig(data_dir=tmp_path / "data"), name=aggregator_name)
-    controller = None
     if monitor_nodes:
         # Running before the run starts, as after `elitemon start`: on a cold machine a monitor's
         # worker process can take longer to start than this whole short run lasts. The callback
-        # attaches to this controller (one per aggregator).
-        controller = start_monitoring(sample_interval_s=0.2, aggregator_name=aggregator_name)
+        # finds this aggregator monitoring its nodes already.
+        start_monitoring(sample_interval_s=0.2, aggregator_name=aggregator_name)
         wait_for(
-            lambda: any(n["last_heartbeat"] for n in ray.get(controller.nodes.remote()).values()),
+            lambda: any(n["last_heartbeat"] for n in ray.get(handle.monitored_nodes.remote()).values()),
             timeout_s=120,
             what="the node monitor's first heartbeat",
         )
@@ -90,8 +89,8 @@ def run(
         ),
     )
     results = tuner.fit()
-    if controller is not None:
-        ray.kill(controller, no_restart=True)
+    if monitor_nodes:
+        assert ray.get(handle.stop_monitoring.remote())
     assert not results.errors
     assert log.scores, "the reference callback saw the results"
     return tmp_path / "ray_results" / name, handle, log.scores
