@@ -3,6 +3,7 @@
     python benchmarks/forecast_eval.py               # the full run (about 90 s of CPU on 1 core)
     python benchmarks/forecast_eval.py --quick       # a smoke test (under 30 s): few curves, no Q-learning
     python benchmarks/forecast_eval.py --calibrate --per-family 100   # learning_curves._CALIBRATION (3.5 min)
+    python benchmarks/forecast_eval.py --calibrate --per-family 100 --with-pbt   # pooled with real PBT curves
 
 Curves (benchmarks/_curves.py): synthetic ones from five families with random parameters (seed 1;
 the calibration uses seed 0, other curves), and real ones: the best, mean and per-agent scores of
@@ -178,11 +179,13 @@ def calibrate(curve_sets: dict[str, list[Curve]], seed: int) -> np.ndarray:
     Each curve is cut at CALIBRATION_CUTS random points (15% to 85% of its length) and forecast at
     the horizons of CALIBRATION_HORIZONS that stay within its length, as in the evaluation (a
     forecast made during a run, of that run): a horizon of h spans is seen from curves cut before
-    1 / (1 + h). The truth is `truth_curve` (the trend, or the real curve's moving average),
+    1 / (1 + h). The truth is the trend, or for a real curve its moving average (`truth_curve`)
     interpolated between generations.
     """
     rng = np.random.default_rng(seed)
-    normalised: dict[float, dict[str, list[float]]] = {h: {name: [] for name in curve_sets} for h in CALIBRATION_HORIZONS}
+    normalised: dict[float, dict[str, list[float]]] = {
+        h: {name: [] for name in curve_sets} for h in CALIBRATION_HORIZONS
+    }
     for name, curves in curve_sets.items():
         for curve in curves:
             length = curve.scores.size
@@ -196,14 +199,22 @@ def calibrate(curve_sets: dict[str, list[Curve]], seed: int) -> np.ndarray:
                     generation = n + h * fit.span
                     s = float(fit.uncertainty(generation)) if generation <= length else 0.0
                     if s > 0:
-                        value = float(np.interp(generation, np.arange(1, length + 1), truth))
+                        value = float(
+                            np.interp(generation, np.arange(1, length + 1), truth)
+                            if curve.trend is None
+                            else curve.trend(np.array([generation]))[0]
+                        )
                         normalised[h][name].append((value - float(fit.expected(generation))) / s)
     rows = []
     for h in CALIBRATION_HORIZONS:
         parts = [np.asarray(values) for values in normalised[h].values() if values]
         values = np.concatenate(parts)
-        weights = np.concatenate([np.full(part.size, 1.0 / part.size) for part in parts])
-        rows.append([h, *_weighted_quantiles(values, weights, (0.1, 0.5, 0.9)), values.size])
+        if len(parts) == 1:
+            quantiles = list(np.quantile(values, (0.1, 0.5, 0.9)))
+        else:
+            weights = np.concatenate([np.full(part.size, 1.0 / part.size) for part in parts])
+            quantiles = _weighted_quantiles(values, weights, (0.1, 0.5, 0.9))
+        rows.append([h, *quantiles, values.size])
     return np.array(rows)
 
 
@@ -219,12 +230,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small run for a smoke test")
     parser.add_argument("--calibrate", action="store_true", help="print the calibration table (seed 0 curves)")
     parser.add_argument("--per-family", type=int, default=60, help="synthetic curves per family (full run)")
-    parser.add_argument("--synthetic-only", action="store_true", help="calibrate on synthetic curves alone")
+    parser.add_argument(
+        "--with-pbt",
+        action="store_true",
+        help="calibrate on Q-learning PBT curves too (seeds 10-13), weighted equally with the synthetic ones",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     if args.calibrate:
         sets = {"synthetic": synthetic_curves(args.per_family, seed=0)}
-        if not args.synthetic_only:
+        if args.with_pbt:
             sets["Q-learning PBT"] = qlearning_pbt_curves(seeds=CALIBRATION_PBT_SEEDS)
         quantiles = calibrate(sets, seed=0)
         rows = "\n".join(
