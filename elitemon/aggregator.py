@@ -13,6 +13,8 @@ asks for it (see `elitemon.collect.controller` for why here and not in an actor 
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -28,10 +30,13 @@ from elitemon.store import Ack, Health, Store
 if TYPE_CHECKING:
     from elitemon.collect.controller import MonitorSettings
 
+log = logging.getLogger(__name__)
+
 NAMESPACE = "elitemon"
 NAME = "aggregator"
 #: Separate thread pools, so that ingest blocked by back-pressure never starves health checks and
-#: queries, and a slow query never holds up ingest.
+#: queries, a slow query never holds up ingest, and a monitor flush (which waits on every node
+#: monitor) holds up neither.
 CONCURRENCY_GROUPS = {"ingest": 4, "query": 4, "control": 2}
 #: Arrow's allocator (mimalloc) returns freed pages to the OS almost at once by default; at ingest
 #: rates every batch then faults fresh pages in again, and the kernel time spent on that was half
@@ -48,7 +53,12 @@ class Aggregator:
         self._store = Store(config)
         self._store.start()
         self._name = ray.get_runtime_context().get_actor_name() or NAME
-        self._monitoring = MonitorController.resume(self._store, self._name)
+        self._monitoring: MonitorController | None = None
+        self._monitoring_lock = threading.Lock()  # two concurrent start_monitoring calls start one controller
+        try:
+            self._monitoring = MonitorController.resume(self._store, self._name)
+        except Exception:  # the store must come up regardless; `start_monitoring` can start it again
+            log.exception("could not resume node monitoring after a restart")
 
     @ray.method(concurrency_group="ingest")
     def ingest(self, table: str, batch: pa.RecordBatch, producer_id: str, seq: int) -> Ack:
@@ -82,21 +92,23 @@ class Aggregator:
         aggregator already monitors its nodes."""
         from elitemon.collect.controller import MonitorController
 
-        if self._monitoring is not None:
-            return False
-        self._monitoring = MonitorController(self._store, self._name, settings)
-        self._monitoring.start()
-        return True
+        with self._monitoring_lock:
+            if self._monitoring is not None:
+                return False
+            self._monitoring = MonitorController(self._store, self._name, settings)
+            self._monitoring.start()
+            return True
 
     @ray.method(concurrency_group="control")
     def stop_monitoring(self) -> bool:
         """End the node monitors (their rows so far are stored first); False when there were none.
         Stored node events are left as they are: no node_down is written for nodes still alive."""
-        if self._monitoring is None:
-            return False
-        self._monitoring.stop()
-        self._monitoring = None
-        return True
+        with self._monitoring_lock:
+            if self._monitoring is None:
+                return False
+            self._monitoring.stop()
+            self._monitoring = None
+            return True
 
     @ray.method(concurrency_group="control")
     def monitored_nodes(self) -> dict[str, dict]:
