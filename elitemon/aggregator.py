@@ -8,7 +8,8 @@ node that first created it: its segments and log live on that node's disk.
 The actor is threaded, with separate thread pools for ingest, queries and control (Ray concurrency
 groups); the Store guards its own state. Methods stay thin; the work is in `Store`, `elitemon.query`
 and, for node monitoring, the `MonitorController` that runs in this process once `start_monitoring`
-asks for it (see `elitemon.collect.controller` for why here and not in an actor of its own).
+asks for it, or at once when Ray restarts an aggregator that was monitoring (see
+`elitemon.collect.controller` for why here and not in an actor of its own).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class Aggregator:
         self._monitoring: MonitorController | None = None
         self._monitoring_lock = threading.Lock()  # two concurrent start_monitoring calls start one controller
         try:
-            self._monitoring = MonitorController.resume(self._store, self._name)
+            if ray.get_runtime_context().was_current_actor_reconstructed:
+                self._monitoring = MonitorController.resume(self._store, self._name)
         except Exception:  # the store must come up regardless; `start_monitoring` can start it again
             log.exception("could not resume node monitoring after a restart")
 
@@ -87,17 +89,17 @@ class Aggregator:
         return query.latest(self._store.scan(selection))
 
     @ray.method(concurrency_group="control")
-    def start_monitoring(self, settings: MonitorSettings) -> bool:
-        """Put a NodeMonitor on every node from now on; False (and nothing changes) when this
-        aggregator already monitors its nodes."""
+    def start_monitoring(self, settings: MonitorSettings) -> tuple[bool, MonitorSettings]:
+        """Put a NodeMonitor on every node from now on. Returns whether this call started it (False:
+        this aggregator already monitors its nodes, and nothing changes) and the settings in force."""
         from elitemon.collect.controller import MonitorController
 
         with self._monitoring_lock:
             if self._monitoring is not None:
-                return False
+                return False, self._monitoring.settings
             self._monitoring = MonitorController(self._store, self._name, settings)
             self._monitoring.start()
-            return True
+            return True, settings
 
     @ray.method(concurrency_group="control")
     def stop_monitoring(self) -> bool:

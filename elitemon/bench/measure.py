@@ -109,6 +109,8 @@ def interleaved_seconds(runs: dict[str, Callable[[], None]], rounds: int, burst:
     filled the caches and freed their memory) and is not timed. Taking turns puts a shared machine's
     slow spells on all runs alike, so that ratios within a round hold even when absolute figures
     drift between rounds; the bursts time each in the steady state it would have alone."""
+    if burst < 2:
+        raise ValueError(f"burst: at least 2 (one warm-up call and one timed), got {burst}")
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():

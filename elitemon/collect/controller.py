@@ -1,6 +1,7 @@
 """MonitorController: keeps exactly one NodeMonitor on every alive node, and records node events.
 
-It runs inside the aggregator's process (a thread, started by `start_monitoring`), not as an actor
+It runs inside the aggregator's process (a thread, started by `start_monitoring`, or by a restarted
+aggregator that was monitoring), not as an actor
 of its own: every Ray actor process costs about 6 ms of CPU a second even when idle (its core
 worker wakes every 10 ms to check for signals), which on a 2-CPU node is 0.3% of the machine, a
 third of monitoring's whole budget. The aggregator is where node events are stored anyway, and if
@@ -14,14 +15,17 @@ hung monitor shows as a growing gap rather than a stuck controller: from a new m
 until its first one, then every `heartbeat_poll_s` (the stored `heartbeat` samples are the exact
 record; the controller's copy only dates a node_down).
 
-A restarted aggregator resumes monitoring by itself (`MonitorController.resume`): the stored node
-events say which nodes were up and with which settings.
+An aggregator that Ray restarts resumes monitoring by itself (`MonitorController.resume`): the
+stored node events say which nodes were up and with which settings. Any new controller takes over
+from the store's node events (`_recover`), so a node is announced once per Ray node, and a node
+that died while nobody watched still gets its node_down.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -55,7 +59,7 @@ class MonitorSettings:
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if not value > 0:
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name}: must be a positive number of seconds, got {value!r}")
 
 
@@ -81,27 +85,16 @@ class MonitorController:
 
     @classmethod
     def resume(cls, store: Store, aggregator_name: str) -> MonitorController | None:
-        """The controller a restarted aggregator had, if it had one: nodes whose last node event is a
-        node_up and that Ray still lists alive are taken up again without a second node_up (with the
-        settings that node_up recorded); those that died meanwhile get their node_down now, with the
-        last heartbeat stored (`noticed_late`). Nodes Ray does not list (another cluster's, from an
-        earlier run in the same data directory) are left alone. None when no node was monitored."""
+        """For an aggregator that Ray restarted: the controller it had, or None. It had one when
+        some node whose last stored node event is a node_up is still listed by Ray (alive or dead;
+        nodes Ray does not list are another cluster's, from an earlier run in the same data
+        directory); it resumes with the settings the latest such node_up recorded."""
         still_up = _nodes_last_up(store)
-        if not still_up:
-            return None
-        alive = {node["NodeID"]: node["Alive"] for node in ray.nodes()}
-        listed = still_up.keys() & alive.keys()
+        listed = still_up.keys() & {node["NodeID"] for node in ray.nodes()}
         if not listed:
             return None
         settings = MonitorSettings(**still_up[max(listed, key=lambda n: still_up[n]["ts"])]["settings"])
         controller = cls(store, aggregator_name, settings)
-        for node_id in listed:
-            node_ip = still_up[node_id]["node"]
-            if alive[node_id]:
-                controller._start_monitor(node_id, node_ip, announce=False)
-                continue
-            last = controller._last_heartbeat(node_id, None)
-            controller._event("node_down", node_id, node_ip, {"last_heartbeat": last, "noticed_late": True})
         controller.start()
         return controller
 
@@ -112,10 +105,13 @@ class MonitorController:
         """Stop reconciling and end every monitor, after their rows and the node events are stored."""
         self._stop.set()
         self._thread.join(timeout_s)
-        self.flush(timeout_s)
-        with self._lock:
+        with self._lock:  # after _stop is set, _start_monitor adds no more monitors
             handles = [w.handle for w in self._watched.values()]
             self._watched.clear()
+        try:  # each monitor's stop stores what it sampled, then it is ended
+            ray.get([handle.stop.remote() for handle in handles], timeout=timeout_s + 5)
+        except ray.exceptions.RayError:
+            log.warning("a node monitor did not stop cleanly; its last samples may be lost")
         for handle in handles:
             ray.kill(handle, no_restart=True)
         # So that a restart of the aggregator does not resume what was stopped on purpose.
@@ -157,12 +153,33 @@ class MonitorController:
         return all(monitors) and self._events.flush(timeout_s)
 
     def _run(self) -> None:
+        try:
+            self._recover()
+        except Exception:  # the first reconcile still covers every live node (announcing it again)
+            log.exception("could not read which nodes were up before this controller started")
         while not self._stop.is_set():
             try:
                 self.reconcile()
             except Exception:  # a failed round (GCS briefly away) is retried next round
                 log.exception("monitor reconciliation failed")
             self._stop.wait(self.settings.interval_s)
+
+    def _recover(self) -> None:
+        """Take over from an earlier controller of this store (before a restart, or a run that ended
+        without stopping it): nodes whose last node event is a node_up and that Ray lists alive get
+        a monitor without a second node_up; those Ray lists dead get their node_down now, with the
+        last heartbeat stored (`noticed_late`)."""
+        still_up = _nodes_last_up(self._store)
+        if not still_up:
+            return
+        alive = {node["NodeID"]: node["Alive"] for node in ray.nodes()}
+        for node_id in still_up.keys() & alive.keys():
+            node_ip = still_up[node_id]["node"]
+            if alive[node_id]:
+                self._start_monitor(node_id, node_ip, announce=False)
+            else:
+                last = self._last_heartbeat(node_id, None)
+                self._event("node_down", node_id, node_ip, {"last_heartbeat": last, "noticed_late": True})
 
     def reconcile(self) -> None:
         alive = {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]}
@@ -197,6 +214,9 @@ class MonitorController:
             )
         )
         with self._lock:
+            if self._stop.is_set():  # stop() has collected the monitors to end: this one would leak
+                ray.kill(handle, no_restart=True)
+                return
             self._watched[node_id] = _Watched(handle, node_ip)
             agents = self._agents_by_ip.get(node_ip)
         if agents:
@@ -217,12 +237,26 @@ class MonitorController:
         for ref in ready:
             try:
                 beat = ray.get(ref)
+            except ray.exceptions.ActorDiedError:
+                self._replace_dead_monitor(refs[ref])
+                continue
             except ray.exceptions.RayError:
                 continue  # the node is going away; reconcile will see it
             if beat["last_sample"] is not None:
                 with self._lock:
                     if refs[ref] in self._watched:
                         self._watched[refs[ref]].last_heartbeat = beat["last_sample"]
+
+    def _replace_dead_monitor(self, node_id: str) -> None:
+        """A monitor died on a node Ray still lists alive (killed, or a dying one handed back by
+        name): start another, without a second node_up. A dead node is left to reconcile."""
+        if not any(node["NodeID"] == node_id and node["Alive"] for node in ray.nodes()):
+            return
+        with self._lock:
+            watched = self._watched.pop(node_id, None)
+        if watched is not None:
+            log.warning("node monitor on %s (%s) died; starting another", watched.node_ip, node_id)
+            self._start_monitor(node_id, watched.node_ip, announce=False)
 
     def _last_heartbeat(self, node_id: str, polled: float | None) -> float | None:
         """The node's latest heartbeat: the stored samples' or the last one polled from its monitor
@@ -262,10 +296,14 @@ def start_monitoring(
     heartbeat_poll_s: float = DEFAULT_HEARTBEAT_POLL_S,
     aggregator_name: str = aggregator.NAME,
 ) -> Any:
-    """Have the running aggregator put a NodeMonitor on every node (a no-op if it already does);
-    returns the aggregator's handle, whose `monitored_nodes`, `node_monitor`, `register_agents` and
-    `flush_monitors` reach the controller. Monitoring lasts as long as the aggregator."""
+    """Have the running aggregator put a NodeMonitor on every node; returns the aggregator's handle,
+    whose `monitored_nodes`, `node_monitor`, `register_agents`, `flush_monitors` and
+    `stop_monitoring` reach the controller. If the aggregator already monitors its nodes, that goes
+    on with the settings it has (a warning says so when they differ from these). Monitoring lasts
+    until `stop_monitoring` or the aggregator's end; an aggregator that Ray restarts resumes it."""
     settings = MonitorSettings(interval_s, sample_interval_s, send_interval_s, heartbeat_poll_s)
     handle = aggregator.get_aggregator(name=aggregator_name)
-    ray.get(handle.start_monitoring.remote(settings))
+    _, running = ray.get(handle.start_monitoring.remote(settings))
+    if running != settings:
+        log.warning("node monitoring was already running with %s; keeping those, not %s", running, settings)
     return handle

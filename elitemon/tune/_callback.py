@@ -30,10 +30,14 @@ from elitemon.reporting import Reporter, config_rows
 from elitemon.tune import _exploits
 
 TRAINING_ITERATION = "training_iteration"
+#: How often the callback sends its whole trainer-process map again (it also sends every change).
+TRAINERS_RESEND_S = 30.0
 
 
 class MonitorCallback(Callback):
-    """Attach elitemon to a Tune run. Starts (or attaches to) the aggregator and node monitors."""
+    """Attach elitemon to a Tune run. Starts (or attaches to) the aggregator and node monitors;
+    node monitoring that this callback starts ends with the run (an aggregator it starts ends with
+    the driver, one that was running goes on)."""
 
     def __init__(
         self,
@@ -51,14 +55,17 @@ class MonitorCallback(Callback):
         self._aggregator: Any = None  # an aggregator this callback starts lives as long as this handle
         self._migrating: dict[str, tuple[float, str]] = {}  # target trial -> (exploit time, source)
         self._trainers: dict[str, tuple[str, int]] = {}  # trial -> (node_ip, pid) of its trainer process
+        self._started_monitoring = False  # then it ends with the run, as it began with it
+        self._trainers_sent_at = float("-inf")
 
     def setup(self, **info: Any) -> None:
         config = StoreConfig(data_dir=self._data_dir) if self._data_dir else StoreConfig()
         self._aggregator = aggregator.start_aggregator(config, name=self._aggregator_name)
         if self._monitor_nodes:
-            from elitemon.collect import start_monitoring
+            from elitemon.collect.controller import MonitorSettings
 
-            start_monitoring(sample_interval_s=self._sample_interval_s, aggregator_name=self._aggregator_name)
+            settings = MonitorSettings(sample_interval_s=self._sample_interval_s)
+            self._started_monitoring, _ = ray.get(self._aggregator.start_monitoring.remote(settings))
         # One send a second: each Ray call costs the driver about a millisecond of CPU, which on a
         # busy node is the trainers' (benchmarks/overhead.py); a second is well inside any refresh.
         self._reporter = Reporter(Producer(RaySink(name=self._aggregator_name), name="tune", max_delay_s=1.0))
@@ -101,22 +108,34 @@ class MonitorCallback(Callback):
         self._event("trial_error", trial, _generation(trial), {"error": str(getattr(trial, "error_file", ""))})
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        """Flush everything: the trial rows, the node monitors' rows and node events."""
+        """Flush everything: the trial rows, the node monitors' rows and node events. Node monitoring
+        that this callback started ends here; monitoring that was running before goes on."""
         _exploits.remove_listener(self._on_exploit)
         self.producer.flush(timeout=30)
         if self._monitor_nodes and self._aggregator is not None:
-            ray.get(self._aggregator.flush_monitors.remote(), timeout=30)
+            if self._started_monitoring:
+                ray.get(self._aggregator.stop_monitoring.remote(), timeout=60)  # stores their rows first
+            else:
+                ray.get(self._aggregator.flush_monitors.remote(), timeout=30)
 
     def _map_trainer(self, trial_id: str, node_ip: str | None, pid: int | None) -> None:
         """Tell the node monitors which process trains which trial (for per-agent RSS, CPU and GPU
-        memory). Sent only when it changes: a reused actor moves to another trial, a trial ends."""
+        memory). Sent when it changes (a reused actor moves to another trial, a trial ends), and
+        all of it again every TRAINERS_RESEND_S, so that a restarted aggregator has it back soon."""
         trainer = (node_ip, int(pid)) if node_ip and pid is not None else None
         previous = self._trainers.pop(trial_id, None)
         if trainer is not None:
             self._trainers[trial_id] = trainer
-        if trainer == previous or not self._monitor_nodes or self._aggregator is None:
+        if not self._monitor_nodes or self._aggregator is None:
             return
-        for ip in {t[0] for t in (previous, trainer) if t is not None}:
+        if time.monotonic() - self._trainers_sent_at >= TRAINERS_RESEND_S:
+            changed = {node for node, _ in self._trainers.values()} | {t[0] for t in (previous,) if t is not None}
+            self._trainers_sent_at = time.monotonic()
+        elif trainer != previous:
+            changed = {t[0] for t in (previous, trainer) if t is not None}
+        else:
+            return
+        for ip in changed:
             mapping = {pid: trial for trial, (node, pid) in self._trainers.items() if node == ip}
             self._aggregator.register_agents.remote(ip, mapping)
 
@@ -156,7 +175,14 @@ class MonitorCallback(Callback):
     def __getstate__(self) -> dict:
         """Tune pickles callbacks (experiment checkpoints): keep the settings, drop live handles."""
         state = dict(self.__dict__)
-        state.update(_reporter=None, _aggregator=None, _migrating={}, _trainers={})
+        state.update(
+            _reporter=None,
+            _aggregator=None,
+            _migrating={},
+            _trainers={},
+            _started_monitoring=False,
+            _trainers_sent_at=float("-inf"),
+        )
         return state
 
 

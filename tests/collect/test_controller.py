@@ -42,7 +42,8 @@ def _heartbeating(aggregator) -> dict:
 
 def test_monitoring_resumes_after_a_restart_and_stays_stopped(aggregator_handle, aggregator_name: str) -> None:
     start_monitoring(interval_s=0.5, sample_interval_s=0.5, aggregator_name=aggregator_name)
-    assert not ray.get(aggregator_handle.start_monitoring.remote(MonitorSettings())), "already monitoring"
+    started, running = ray.get(aggregator_handle.start_monitoring.remote(MonitorSettings()))
+    assert not started and running.sample_interval_s == 0.5, "already monitoring, with the first settings"
     node = ray.get_runtime_context().get_node_id()
     wait_for(lambda: node in _heartbeating(aggregator_handle), timeout_s=60, what="a heartbeat")
 
@@ -62,3 +63,60 @@ def test_monitoring_resumes_after_a_restart_and_stays_stopped(aggregator_handle,
 def test_settings_must_be_positive() -> None:
     with pytest.raises(ValueError, match="sample_interval_s: must be a positive"):
         MonitorSettings(sample_interval_s=0)
+
+
+def _dead(actor) -> bool:
+    try:
+        ray.get(actor.__ray_ready__.remote(), timeout=10)
+    except ray.exceptions.ActorDiedError:
+        return True
+    except ray.exceptions.RayError:
+        pass
+    return False
+
+
+def _node_ups(client: Client, node: str) -> int:
+    payloads = [json.loads(p) for p in client.events(type="node_up").column("payload").to_pylist()]
+    return sum(up["node_id"] == node for up in payloads)
+
+
+def test_a_killed_monitor_is_replaced_without_a_second_node_up(aggregator_handle, aggregator_name: str) -> None:
+    start_monitoring(interval_s=0.5, sample_interval_s=0.5, heartbeat_poll_s=0.5, aggregator_name=aggregator_name)
+    node = ray.get_runtime_context().get_node_id()
+    wait_for(lambda: node in _heartbeating(aggregator_handle), timeout_s=60, what="a heartbeat")
+    first = ray.get(aggregator_handle.node_monitor.remote(node))
+    ray.kill(first, no_restart=True)
+
+    def replaced() -> bool:
+        monitor = ray.get(aggregator_handle.node_monitor.remote(node))
+        return (
+            monitor is not None
+            and monitor._actor_id != first._actor_id
+            and ray.get(monitor.heartbeat.remote())["last_sample"]
+        )
+
+    wait_for(replaced, timeout_s=60, what="a new monitor sampling")
+    assert _node_ups(Client(aggregator_handle, name=aggregator_name), node) == 1
+
+
+def test_a_new_aggregator_on_old_data_waits_to_be_asked_then_announces_nothing_twice(ray_session, tmp_path) -> None:
+    from elitemon.aggregator import start_aggregator
+    from elitemon.config import StoreConfig
+
+    config = StoreConfig(data_dir=tmp_path / "data")
+    node = ray.get_runtime_context().get_node_id()
+    first = start_aggregator(config, name="aggregator-test-first-run")
+    start_monitoring(interval_s=0.5, sample_interval_s=0.5, aggregator_name="aggregator-test-first-run")
+    wait_for(lambda: node in _heartbeating(first), timeout_s=60, what="a heartbeat")
+    ray.get(first.flush_monitors.remote())
+    ray.kill(first, no_restart=True)  # the run ends without stopping monitoring
+    wait_for(lambda: _dead(first), timeout_s=30, what="the first aggregator's end")
+
+    second = start_aggregator(config, name="aggregator-test-second-run")
+    try:
+        assert ray.get(second.monitored_nodes.remote()) == {}, "a new aggregator does not resume by itself"
+        start_monitoring(interval_s=0.5, sample_interval_s=0.5, aggregator_name="aggregator-test-second-run")
+        wait_for(lambda: node in _heartbeating(second), timeout_s=60, what="a heartbeat")
+        assert _node_ups(Client(second, name="aggregator-test-second-run"), node) == 1, "the node was up already"
+    finally:
+        ray.kill(second, no_restart=True)
