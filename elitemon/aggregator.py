@@ -53,11 +53,12 @@ class Aggregator:
 
         self._store = Store(config)
         self._store.start()
-        self._name = ray.get_runtime_context().get_actor_name() or NAME
+        context = ray.get_runtime_context()
+        self._name = context.get_actor_name() or NAME
         self._monitoring: MonitorController | None = None
         self._monitoring_lock = threading.Lock()  # two concurrent start_monitoring calls start one controller
         try:
-            if ray.get_runtime_context().was_current_actor_reconstructed:
+            if context.was_current_actor_reconstructed:
                 self._monitoring = MonitorController.resume(self._store, self._name)
         except Exception:  # the store must come up regardless; `start_monitoring` can start it again
             log.exception("could not resume node monitoring after a restart")

@@ -114,13 +114,7 @@ def interleaved_seconds(runs: dict[str, Callable[[], None]], rounds: int, burst:
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():
-            run()
-            burst_times = []
-            for _ in range(burst - 1):
-                started = time.perf_counter()
-                run()
-                burst_times.append(time.perf_counter() - started)
-            times[name].append(statistics.median(burst_times))
+            times[name].append(median_seconds(run, burst - 1))
     return times
 
 

@@ -1,11 +1,11 @@
 """MonitorController: keeps exactly one NodeMonitor on every alive node, and records node events.
 
 It runs inside the aggregator's process (a thread, started by `start_monitoring`, or by a restarted
-aggregator that was monitoring), not as an actor
-of its own: every Ray actor process costs about 6 ms of CPU a second even when idle (its core
-worker wakes every 10 ms to check for signals), which on a 2-CPU node is 0.3% of the machine, a
-third of monitoring's whole budget. The aggregator is where node events are stored anyway, and if
-its node goes, nothing is recorded until it returns, with or without a controller elsewhere.
+aggregator that was monitoring), not as an actor of its own: every Ray actor process costs about
+6 ms of CPU a second even when idle (its core worker wakes every 10 ms to check for signals), which
+on a 2-CPU node is 0.3% of the machine, a third of monitoring's whole budget. The aggregator is
+where node events are stored anyway, and if its node goes, nothing is recorded until it returns,
+with or without a controller elsewhere.
 
 Every `interval_s` it compares Ray's live nodes with its monitors: a new node gets a monitor (pinned
 to it, `num_cpus=0`) and a `node_up` event; a node Ray reports dead loses its monitor and yields a

@@ -128,12 +128,11 @@ class MonitorCallback(Callback):
             self._trainers[trial_id] = trainer
         if not self._monitor_nodes or self._aggregator is None:
             return
+        changed = {t[0] for t in (previous, trainer) if t is not None}
         if time.monotonic() - self._trainers_sent_at >= TRAINERS_RESEND_S:
-            changed = {node for node, _ in self._trainers.values()} | {t[0] for t in (previous,) if t is not None}
+            changed |= {node for node, _ in self._trainers.values()}
             self._trainers_sent_at = time.monotonic()
-        elif trainer != previous:
-            changed = {t[0] for t in (previous, trainer) if t is not None}
-        else:
+        elif trainer == previous:
             return
         for ip in changed:
             mapping = {pid: trial for trial, (node, pid) in self._trainers.items() if node == ip}

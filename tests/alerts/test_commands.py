@@ -11,22 +11,11 @@ import pytest
 
 from elitemon.cli import main
 from elitemon.producer import Producer, RaySink
+from tests.alerts.test_evaluator import RULES as LOSS_RULE
 from tests.conftest import wait_for
 from tests.test_cli import _run_main
 
-RULES = """
-settings:
-  evaluation_interval: 200ms
-alert_rules:
-  loss_high:
-    threshold: "agent.loss > 5"
-    severity: MEDIUM
-    action: "Lower the learning rate"
-    per: agent
-route:
-  receiver: default
-  group_wait: 0s
-"""
+RULES = LOSS_RULE + "route:\n  receiver: default\n  group_wait: 0s\n"  # the evaluator tests' rule, routed
 
 
 def test_check_accepts_the_shipped_rules(capsys) -> None:
