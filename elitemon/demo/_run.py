@@ -226,6 +226,11 @@ def _share(cpus: float, agents: int) -> float:
     return min(1.0, math.floor(cpus / agents * 1e4) / 1e4)
 
 
+def _print_line(line: str) -> None:
+    """`print`, looked up when called: whatever `builtins.print` is then."""
+    print(line)
+
+
 class _Progress(Callback):
     """Prints a line every `progress_interval_s`: the population's state from Tune's results, and
     the number of exploits from the store (so the line also shows that monitoring keeps up)."""
@@ -265,5 +270,10 @@ class _Progress(Callback):
         return self._client.events(type="exploit", agent=list(self._latest), start=self._started_at).num_rows
 
     def __getstate__(self) -> dict:
-        """Tune pickles callbacks (experiment checkpoints): keep the settings, drop the live client."""
-        return {**self.__dict__, "_client": None}
+        """Tune pickles callbacks (experiment checkpoints): keep the settings, drop the live client
+        and the output function. A function such as `print` pickles by reference, which fails once
+        something (Ray's tqdm or Serve logging, a notebook) has replaced `builtins.print`."""
+        return {**self.__dict__, "_client": None, "_out": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _out=_print_line)  # an unpickled copy prints to stdout

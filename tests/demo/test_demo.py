@@ -207,3 +207,20 @@ def test_demo_population_improves_and_its_data_is_queryable(ray_session, tmp_pat
     assert reopened.samples(metric="mean_return", source=agents).num_rows == scores.num_rows  # recovered on start
     assert reopened.events(type="exploit", agent=agents).num_rows == summary.exploits
     ray.kill(second, no_restart=True)
+
+
+def test_the_progress_printer_pickles_while_print_is_replaced(monkeypatch, capsys) -> None:
+    """Tune pickles the demo's callbacks; with `builtins.print` replaced (as Ray's tqdm or Serve
+    logging do), pickling the original `print` by reference failed and the demo could not start."""
+    import builtins
+
+    from ray import cloudpickle
+
+    from elitemon.demo._run import _Progress
+
+    progress = _Progress(DemoSettings(), target=8.0, client=None, out=print)
+    monkeypatch.setattr(builtins, "print", lambda *args, **kwargs: None)
+    restored = cloudpickle.loads(cloudpickle.dumps(progress))
+    monkeypatch.undo()
+    restored._out("printed")
+    assert capsys.readouterr().out == "printed\n"
