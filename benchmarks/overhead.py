@@ -143,10 +143,9 @@ def run_once(variant: str, args: argparse.Namespace, workdir: Path, seed: int) -
 def _actor_processes(aggregator) -> list[psutil.Process]:
     """The processes of the aggregator (with the monitor controller in it) and every node monitor
     (all local here)."""
-    nodes = ray.get(aggregator.monitored_nodes.remote())
-    monitors = [ray.get(aggregator.node_monitor.remote(node)) for node in nodes]
-    pids = ray.get([h.__ray_call__.remote(lambda self: os.getpid()) for h in [aggregator, *monitors]])
-    return [psutil.Process(pid) for pid in pids]
+    own = ray.get(aggregator.__ray_call__.remote(lambda self: os.getpid()))
+    monitors = [seen["pid"] for seen in ray.get(aggregator.monitored_nodes.remote()).values()]
+    return [psutil.Process(pid) for pid in [own, *monitors]]
 
 
 def _cpu_seconds(processes: list[psutil.Process]) -> float:
@@ -160,7 +159,7 @@ def _wait_for_heartbeats(aggregator, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         nodes = ray.get(aggregator.monitored_nodes.remote())
-        if alive <= {node for node, seen in nodes.items() if seen["last_heartbeat"] is not None}:
+        if alive <= {node for node, seen in nodes.items() if seen["pid"] is not None}:
             return
         time.sleep(0.1)
     raise SystemExit(f"no heartbeat from every node's monitor within {timeout_s}s")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -58,7 +59,10 @@ class Aggregator:
         self._monitoring: MonitorController | None = None
         self._monitoring_lock = threading.Lock()  # two concurrent start_monitoring calls start one controller
         try:
-            if context.was_current_actor_reconstructed:
+            with warnings.catch_warnings():  # Ray's own property reads its deprecated `actor_id`
+                warnings.simplefilter("ignore", DeprecationWarning)
+                restarted = context.was_current_actor_reconstructed
+            if restarted:
                 self._monitoring = MonitorController.resume(self._store, self._name)
         except Exception:  # the store must come up regardless; `start_monitoring` can start it again
             log.exception("could not resume node monitoring after a restart")
@@ -115,7 +119,7 @@ class Aggregator:
 
     @ray.method(concurrency_group="control")
     def monitored_nodes(self) -> dict[str, dict]:
-        """node id -> {node_ip, last_heartbeat}; empty when nodes are not monitored."""
+        """node id -> {node_ip, last_heartbeat, pid (of its monitor)}; empty when nodes are not monitored."""
         return {} if self._monitoring is None else self._monitoring.nodes()
 
     @ray.method(concurrency_group="control")
@@ -128,6 +132,12 @@ class Aggregator:
         """Which trainer process (pid) on the node at `node_ip` trains which agent."""
         if self._monitoring is not None:
             self._monitoring.register_agents(node_ip, agents_by_pid)
+
+    @ray.method(concurrency_group="control")
+    def monitor_checkin(self, node_id: str, node_ip: str, report: dict) -> dict[int, str]:
+        """A node monitor's heartbeat (`report`: last_sample, pid, gpu, last_error); returns which trainer
+        process on its node trains which agent (empty when nodes are not monitored)."""
+        return {} if self._monitoring is None else self._monitoring.checkin(node_id, node_ip, report)
 
     @ray.method(concurrency_group="control")
     def flush_monitors(self, timeout_s: float = 10.0) -> bool:

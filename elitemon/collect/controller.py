@@ -8,12 +8,12 @@ where node events are stored anyway, and if its node goes, nothing is recorded u
 with or without a controller elsewhere.
 
 Every `interval_s` it compares Ray's live nodes with its monitors: a new node gets a monitor (pinned
-to it, `num_cpus=0`) and a `node_up` event; a node Ray reports dead loses its monitor and yields a
-`node_down` event carrying the monitor's last heartbeat. A node that comes back is a new Ray node
-(new id) and gets a new monitor and `node_up`. Heartbeats are collected with a short timeout, so a
-hung monitor shows as a growing gap rather than a stuck controller: from a new monitor every round
-until its first one, then every `heartbeat_poll_s` (the stored `heartbeat` samples are the exact
-record; the controller's copy only dates a node_down).
+to it, `num_cpus=0`, its sampling loop `run` started) and a `node_up` event; a node Ray reports dead
+loses its monitor and yields a `node_down` event carrying the monitor's last heartbeat. A node that
+comes back is a new Ray node (new id) and gets a new monitor and `node_up`. Monitors check in every
+`checkin_interval_s` with their heartbeat, and get their node's trainer processes back, so a hung
+monitor shows as a growing gap rather than a stuck controller. A monitor's `run` ending says it died:
+Ray restarted it (`run` is started again) or it is gone (another is started, without a node_up).
 
 An aggregator that Ray restarts resumes monitoring by itself (`MonitorController.resume`): the
 stored node events say which nodes were up and with which settings. Any new controller takes over
@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import threading
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,26 +35,23 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from elitemon import aggregator
 from elitemon._arrow import sort_by
-from elitemon.collect.monitor import DEFAULT_SEND_INTERVAL_S, NodeMonitor
+from elitemon.collect.monitor import DEFAULT_CHECKIN_INTERVAL_S, DEFAULT_SEND_INTERVAL_S, NodeMonitor
 from elitemon.producer import Producer, StoreSink
 from elitemon.query import select
 from elitemon.store import Store
-
-DEFAULT_HEARTBEAT_POLL_S = 5.0
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class MonitorSettings:
-    """How often the controller reconciles (`interval_s`), monitors sample and send, and the
-    controller polls heartbeats. Stored with every node_up, so that a restarted aggregator resumes
-    with the same settings."""
+    """How often the controller reconciles (`interval_s`), and monitors sample, send and check in.
+    Stored with every node_up, so that a restarted aggregator resumes with the same settings."""
 
     interval_s: float = 1.0
     sample_interval_s: float = 1.0
     send_interval_s: float = DEFAULT_SEND_INTERVAL_S
-    heartbeat_poll_s: float = DEFAULT_HEARTBEAT_POLL_S
+    checkin_interval_s: float = DEFAULT_CHECKIN_INTERVAL_S
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -67,7 +63,9 @@ class MonitorSettings:
 class _Watched:
     handle: Any
     node_ip: str
+    run: Any  # the ObjectRef of the monitor's sampling loop: resolves only when it ends
     last_heartbeat: float | None = None
+    pid: int | None = None  # of the monitor's process, as its last check-in said
 
 
 class MonitorController:
@@ -75,7 +73,6 @@ class MonitorController:
 
     def __init__(self, store: Store, aggregator_name: str, settings: MonitorSettings) -> None:
         self._store, self._aggregator_name, self.settings = store, aggregator_name, settings
-        self._last_poll = float("-inf")
         self._events = Producer(StoreSink(store), name="monitor-controller", max_delay_s=0.1)
         self._watched: dict[str, _Watched] = {}
         self._agents_by_ip: dict[str, dict[int, str]] = {}  # what each node's monitor must map
@@ -93,7 +90,9 @@ class MonitorController:
         listed = still_up.keys() & {node["NodeID"] for node in ray.nodes()}
         if not listed:
             return None
-        settings = MonitorSettings(**still_up[max(listed, key=lambda n: still_up[n]["ts"])]["settings"])
+        stored = still_up[max(listed, key=lambda n: still_up[n]["ts"])]["settings"]
+        known = MonitorSettings.__dataclass_fields__.keys()  # node_ups of older versions may carry others
+        settings = MonitorSettings(**{name: value for name, value in stored.items() if name in known})
         controller = cls(store, aggregator_name, settings)
         controller.start()
         return controller
@@ -106,9 +105,12 @@ class MonitorController:
         self._stop.set()
         self._thread.join(timeout_s)
         with self._lock:  # after _stop is set, _start_monitor adds no more monitors
-            handles = [w.handle for w in self._watched.values()]
+            watched = list(self._watched.values())
             self._watched.clear()
-        try:  # each monitor's stop stores what it sampled, then it is ended
+        for monitor in watched:
+            ray.cancel(monitor.run)
+        handles = [w.handle for w in watched]
+        try:  # each monitor's stop (after its loop ends) stores what it sampled, then it is ended
             ray.get([handle.stop.remote() for handle in handles], timeout=timeout_s + 5)
         except ray.exceptions.RayError:
             log.warning("a node monitor did not stop cleanly; its last samples may be lost")
@@ -119,9 +121,12 @@ class MonitorController:
         self._events.close(timeout=timeout_s)
 
     def nodes(self) -> dict[str, dict]:
-        """node id -> {node_ip, last_heartbeat} for every monitored node."""
+        """node id -> {node_ip, last_heartbeat, pid (of its monitor)} for every monitored node."""
         with self._lock:
-            return {n: {"node_ip": w.node_ip, "last_heartbeat": w.last_heartbeat} for n, w in self._watched.items()}
+            return {
+                n: {"node_ip": w.node_ip, "last_heartbeat": w.last_heartbeat, "pid": w.pid}
+                for n, w in self._watched.items()
+            }
 
     def monitor(self, node_id: str) -> Any:
         """The NodeMonitor handle of a node."""
@@ -134,20 +139,33 @@ class MonitorController:
         return self._events.stats()
 
     def register_agents(self, node_ip: str, agents_by_pid: dict[int, str]) -> None:
-        """Map trainer pids to agents on the node(s) at `node_ip` (what Tune results carry), now and
-        for any monitor started there later. Replaces that address's previous mapping."""
+        """Map trainer pids to agents on the node(s) at `node_ip` (what Tune results carry); the
+        monitors there get it at their next check-in. Replaces that address's previous mapping."""
         with self._lock:
             self._agents_by_ip[node_ip] = dict(agents_by_pid)
-            handles = [w.handle for w in self._watched.values() if w.node_ip == node_ip]
-        for handle in handles:
-            handle.register_agents.remote(agents_by_pid)
+
+    def checkin(self, node_id: str, node_ip: str, report: dict) -> dict[int, str]:
+        """A monitor's check-in: record its heartbeat (`report["last_sample"]`) and process id, and
+        return which trainer process on its node trains which agent."""
+        with self._lock:
+            watched = self._watched.get(node_id)
+            if watched is not None and report["last_sample"] is not None:
+                watched.last_heartbeat, watched.pid = report["last_sample"], report["pid"]
+            return self._agents_by_ip.get(node_ip, {})
 
     def flush(self, timeout_s: float = 10.0) -> bool:
-        """Flush every monitor's rows and the controller's events (e.g. before a run ends)."""
+        """Flush every monitor's rows and the controller's events (e.g. before a run ends). Each
+        monitor's loop is cancelled, its `flush` runs, and its loop starts again: a pause of less
+        than one sampling interval."""
         with self._lock:
-            handles = [w.handle for w in self._watched.values()]
+            watched = list(self._watched.values())
+            flushed = []
+            for monitor in watched:
+                ray.cancel(monitor.run)
+                flushed.append(monitor.handle.flush.remote(timeout_s))
+                monitor.run = monitor.handle.run.remote()
         try:
-            monitors = ray.get([h.flush.remote(timeout_s) for h in handles], timeout=timeout_s + 5)
+            monitors = ray.get(flushed, timeout=timeout_s + self.settings.sample_interval_s + 5)
         except ray.exceptions.RayError:
             return False
         return all(monitors) and self._events.flush(timeout_s)
@@ -192,7 +210,7 @@ class MonitorController:
                 watched = self._watched.pop(node_id)
             last = self._last_heartbeat(node_id, watched.last_heartbeat)
             self._event("node_down", node_id, watched.node_ip, {"last_heartbeat": last})
-        self._collect_heartbeats()
+        self._check_runs()
 
     def _start_monitor(self, node_id: str, node_ip: str, *, announce: bool = True) -> None:
         handle = (
@@ -210,6 +228,7 @@ class MonitorController:
                 node_ip,
                 interval_s=self.settings.sample_interval_s,
                 send_interval_s=self.settings.send_interval_s,
+                checkin_interval_s=self.settings.checkin_interval_s,
                 aggregator_name=self._aggregator_name,
             )
         )
@@ -217,35 +236,31 @@ class MonitorController:
             if self._stop.is_set():  # stop() has collected the monitors to end: this one would leak
                 ray.kill(handle, no_restart=True)
                 return
-            self._watched[node_id] = _Watched(handle, node_ip)
-            agents = self._agents_by_ip.get(node_ip)
-        if agents:
-            handle.register_agents.remote(agents)
+            self._watched[node_id] = _Watched(handle, node_ip, handle.run.remote())
         if announce:
             self._event("node_up", node_id, node_ip, {"settings": asdict(self.settings)})
 
-    def _collect_heartbeats(self) -> None:
-        poll_all = time.monotonic() - self._last_poll >= self.settings.heartbeat_poll_s
-        if poll_all:
-            self._last_poll = time.monotonic()
+    def _check_runs(self) -> None:
+        """A monitor's loop ends only when it is cancelled (and then replaced at once) or its actor
+        died: Ray restarted it (start the loop again) or it is gone for good (replace it)."""
         with self._lock:
-            watched = {n: w for n, w in self._watched.items() if poll_all or w.last_heartbeat is None}
-        if not watched:
+            runs = {w.run: node_id for node_id, w in self._watched.items()}
+        if not runs:
             return
-        refs = {w.handle.heartbeat.remote(): node_id for node_id, w in watched.items()}
-        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=min(1.0, self.settings.interval_s))
-        for ref in ready:
+        ended, _ = ray.wait(list(runs), num_returns=len(runs), timeout=0)
+        for run in ended:
+            node_id = runs[run]
             try:
-                beat = ray.get(ref)
+                ray.get(run)
             except ray.exceptions.ActorDiedError:
-                self._replace_dead_monitor(refs[ref])
+                self._replace_dead_monitor(node_id)
                 continue
             except ray.exceptions.RayError:
-                continue  # the node is going away; reconcile will see it
-            if beat["last_sample"] is not None:
-                with self._lock:
-                    if refs[ref] in self._watched:
-                        self._watched[refs[ref]].last_heartbeat = beat["last_sample"]
+                pass  # restarted (or cancelled by a flush that has replaced it already: checked below)
+            with self._lock:
+                watched = self._watched.get(node_id)
+                if watched is not None and watched.run == run:
+                    watched.run = watched.handle.run.remote()
 
     def _replace_dead_monitor(self, node_id: str) -> None:
         """A monitor died on a node Ray still lists alive (killed, or a dying one handed back by
@@ -293,7 +308,7 @@ def start_monitoring(
     interval_s: float = 1.0,
     sample_interval_s: float = 1.0,
     send_interval_s: float = DEFAULT_SEND_INTERVAL_S,
-    heartbeat_poll_s: float = DEFAULT_HEARTBEAT_POLL_S,
+    checkin_interval_s: float = DEFAULT_CHECKIN_INTERVAL_S,
     aggregator_name: str = aggregator.NAME,
 ) -> Any:
     """Have the running aggregator put a NodeMonitor on every node; returns the aggregator's handle,
@@ -301,7 +316,7 @@ def start_monitoring(
     `stop_monitoring` reach the controller. If the aggregator already monitors its nodes, that goes
     on with the settings it has (a warning says so when they differ from these). Monitoring lasts
     until `stop_monitoring` or the aggregator's end; an aggregator that Ray restarts resumes it."""
-    settings = MonitorSettings(interval_s, sample_interval_s, send_interval_s, heartbeat_poll_s)
+    settings = MonitorSettings(interval_s, sample_interval_s, send_interval_s, checkin_interval_s)
     handle = aggregator.get_aggregator(name=aggregator_name)
     _, running = ray.get(handle.start_monitoring.remote(settings))
     if running != settings:

@@ -3,16 +3,27 @@
 
 Rows: `kind="node"` with `node` = the node's IP (what Tune results call `node_ip`) and `source` = the
 Ray node id (unique even when several nodes share an IP, as in a local test cluster); `kind="gpu"`
-per GPU; `kind="agent"` for trainer processes mapped to agents with `register_agents`. Each round also
-writes a `heartbeat` sample (its value: the epoch seconds it was taken), which is what the
-`node_heartbeat_missing` alert and the controller's node_down events read.
+per GPU; `kind="agent"` for the trainer processes of its node that the aggregator maps to agents.
+Each round also writes a `heartbeat` sample (its value: the epoch seconds it was taken), which is
+what the `node_heartbeat_missing` alert and the controller's node_down events read.
+
+The sampling loop is the actor's one long task, `run`, on its main thread. That is for cost: while
+an actor's main thread is idle, Ray's core worker wakes it every 10 ms to check for signals (a
+hard-coded period), 6 ms of CPU a second on this project's 2-core test machine; a main thread busy
+in `run` pays none of it (the whole process then idles at about 2 ms/s, measured). Nothing can call
+the monitor while `run` runs, so it talks first: every `checkin_interval_s` it checks in with the
+aggregator (its heartbeat out, its node's trainer processes back), and whoever started `run` cancels
+it (`ray.cancel`) to reach `flush` or `stop`; the loop sees that within one `interval_s`.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+import os
 import time
+from typing import Any
+
+import ray
 
 from elitemon import aggregator
 from elitemon.collect._gpu import GpuSampler
@@ -25,10 +36,16 @@ log = logging.getLogger(__name__)
 #: CPUs train, each Ray call costs the trainers more than taking the samples does (measured with
 #: benchmarks/overhead.py), and 5 s is well inside any dashboard refresh or alert `for`.
 DEFAULT_SEND_INTERVAL_S = 5.0
+#: How often a monitor checks in with the aggregator: how old a node's last heartbeat there can be,
+#: and how long a new trainer process can go unmapped.
+DEFAULT_CHECKIN_INTERVAL_S = 5.0
+#: How often the sampling loop looks for a cancel (Ray does not interrupt a running actor task): a
+#: flush waits at most this long. Four wake-ups a second cost well under 0.5 ms of CPU.
+CANCEL_POLL_S = 0.25
 
 
 class NodeMonitor:
-    """Samples its node in a background thread; created by the MonitorController, not directly."""
+    """Samples its node while `run` runs; created (and run) by the MonitorController, not directly."""
 
     def __init__(
         self,
@@ -37,13 +54,18 @@ class NodeMonitor:
         *,
         interval_s: float = 1.0,
         send_interval_s: float = DEFAULT_SEND_INTERVAL_S,
+        checkin_interval_s: float = DEFAULT_CHECKIN_INTERVAL_S,
         aggregator_name: str = aggregator.NAME,
     ) -> None:
-        if interval_s <= 0:
-            raise ValueError(f"interval_s must be positive, but got {interval_s=}.")
-        if send_interval_s <= 0:
-            raise ValueError(f"send_interval_s must be positive, but got {send_interval_s=}.")
+        for name, value in (
+            ("interval_s", interval_s),
+            ("send_interval_s", send_interval_s),
+            ("checkin_interval_s", checkin_interval_s),
+        ):
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, but got {value}.")
         self._node_id, self._node_ip, self._interval_s = node_id, node_ip, interval_s
+        self._checkin_interval_s, self._aggregator_name = checkin_interval_s, aggregator_name
         self._producer = Producer(
             RaySink(name=aggregator_name),
             name=f"monitor-{node_id[:12]}",
@@ -55,42 +77,34 @@ class NodeMonitor:
         self._agents: dict[int, str] = {}
         self._last_sample: float | None = None
         self._last_error: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="elitemon-node-monitor", daemon=True)
-        self._thread.start()
+        self._aggregator: Any = None  # looked up at the first check-in (a named handle outlives restarts)
+        self._checkin: Any = None  # the check-in in flight: its reply is read on a later round
+        self._last_checkin = float("-inf")
 
-    def register_agents(self, agents_by_pid: dict[int, str]) -> None:
-        """Map trainer process ids on this node to agent ids (replaces the previous mapping)."""
-        self._agents = dict(agents_by_pid)
-
-    def heartbeat(self) -> dict:
-        """What the controller records: who this is, when it last sampled, and its GPU status."""
-        return {
-            "node_id": self._node_id,
-            "node_ip": self._node_ip,
-            "last_sample": self._last_sample,
-            "gpu": self.gpu_status,
-            "last_error": self._last_error,
-        }
+    def run(self) -> None:
+        """Sample every `interval_s` until cancelled; check in every `checkin_interval_s` (and after
+        the first sample, so that the controller hears from a new monitor at once). A cancel is seen
+        within CANCEL_POLL_S: a flush waits no longer than that for the loop to let it in."""
+        context = ray.get_runtime_context()
+        next_sample = time.time()
+        while not context.is_canceled():
+            if time.time() >= next_sample:
+                next_sample = time.time() + self._interval_s
+                try:
+                    self._sample_once(next_sample - self._interval_s)
+                except Exception as error:  # a failed reading must not end monitoring
+                    self._last_error = repr(error)
+                    log.exception("node monitor on %s: sampling failed", self._node_ip)
+                self._check_in()
+            time.sleep(max(0.0, min(CANCEL_POLL_S, next_sample - time.time())))
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every row sampled so far is stored."""
         return self._producer.flush(timeout)
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+        """Store what was sampled; the monitor takes no more samples (its `run` was cancelled)."""
         self._producer.close(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.time()
-            try:
-                self._sample_once(started)
-            except Exception as error:  # a failed reading must not end monitoring
-                self._last_error = repr(error)
-                log.exception("node monitor on %s: sampling failed", self._node_ip)
-            self._stop.wait(max(0.0, self._interval_s - (time.time() - started)))
 
     def _sample_once(self, now: float) -> None:
         agents = self._agents
@@ -109,3 +123,34 @@ class NodeMonitor:
         )
         self._producer.append_rows("samples", rows)  # converted and checked once per batch
         self._last_sample = now
+
+    def _check_in(self) -> None:
+        """Take the reply of the last check-in if it has come (the node's trainer processes), and
+        send the next when due. Never waits: an aggregator that is away delays the mapping, not
+        the samples."""
+        if self._checkin is not None:
+            ready, _ = ray.wait([self._checkin], timeout=0)
+            if not ready:
+                return
+            try:
+                self._agents = ray.get(ready[0])
+            except ray.exceptions.RayError as error:  # restarting, or gone: the next one may reach it
+                log.warning("node monitor on %s: check-in failed: %s", self._node_ip, error)
+                if isinstance(error, ray.exceptions.ActorDiedError):
+                    self._aggregator = None  # dead for good: look up whichever runs under the name
+            self._checkin = None
+        if time.monotonic() - self._last_checkin < self._checkin_interval_s:
+            return
+        self._last_checkin = time.monotonic()
+        report = {
+            "last_sample": self._last_sample,
+            "pid": os.getpid(),
+            "gpu": self.gpu_status,
+            "last_error": self._last_error,
+        }
+        try:
+            self._aggregator = self._aggregator or aggregator.get_aggregator(name=self._aggregator_name)
+        except aggregator.AggregatorNotFound as error:
+            log.warning("node monitor on %s: %s", self._node_ip, error)
+            return
+        self._checkin = self._aggregator.monitor_checkin.remote(self._node_id, self._node_ip, report)

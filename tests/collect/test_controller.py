@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 import ray
@@ -81,22 +82,58 @@ def _node_ups(client: Client, node: str) -> int:
 
 
 def test_a_killed_monitor_is_replaced_without_a_second_node_up(aggregator_handle, aggregator_name: str) -> None:
-    start_monitoring(interval_s=0.5, sample_interval_s=0.5, heartbeat_poll_s=0.5, aggregator_name=aggregator_name)
+    start_monitoring(interval_s=0.5, sample_interval_s=0.5, checkin_interval_s=0.5, aggregator_name=aggregator_name)
     node = ray.get_runtime_context().get_node_id()
     wait_for(lambda: node in _heartbeating(aggregator_handle), timeout_s=60, what="a heartbeat")
     first = ray.get(aggregator_handle.node_monitor.remote(node))
     ray.kill(first, no_restart=True)
+    killed_at = time.time()
 
     def replaced() -> bool:
         monitor = ray.get(aggregator_handle.node_monitor.remote(node))
-        return (
-            monitor is not None
-            and monitor._actor_id != first._actor_id
-            and ray.get(monitor.heartbeat.remote())["last_sample"]
-        )
+        beat = _heartbeating(aggregator_handle).get(node, {}).get("last_heartbeat")
+        return monitor is not None and monitor._actor_id != first._actor_id and beat is not None and beat > killed_at
 
     wait_for(replaced, timeout_s=60, what="a new monitor sampling")
     assert _node_ups(Client(aggregator_handle, name=aggregator_name), node) == 1
+
+
+def _heartbeat_after(aggregator, node: str, moment: float) -> bool:
+    beat = _heartbeating(aggregator).get(node, {}).get("last_heartbeat")
+    return beat is not None and beat > moment
+
+
+def test_a_restarted_monitor_samples_again_and_flush_keeps_it_sampling(aggregator_handle, aggregator_name: str) -> None:
+    start_monitoring(interval_s=0.5, sample_interval_s=0.5, checkin_interval_s=0.5, aggregator_name=aggregator_name)
+    node = ray.get_runtime_context().get_node_id()
+    wait_for(lambda: node in _heartbeating(aggregator_handle), timeout_s=60, what="a heartbeat")
+    monitor = ray.get(aggregator_handle.node_monitor.remote(node))
+    ray.kill(monitor, no_restart=False)  # Ray restarts it; its sampling loop must be started again
+    killed_at = time.time()
+    wait_for(lambda: _heartbeat_after(aggregator_handle, node, killed_at), timeout_s=90, what="sampling again")
+    restarted = ray.get(aggregator_handle.node_monitor.remote(node))
+    assert restarted._actor_id == monitor._actor_id, "restarted, not replaced"
+
+    flushed_at = time.time()
+    assert ray.get(aggregator_handle.flush_monitors.remote(), timeout=30)
+    client = Client(aggregator_handle, name=aggregator_name)
+    stored = client.samples(kind="node", metric="heartbeat", source=node).column("value").to_pylist()
+    assert max(stored) > killed_at, "the flush stored what the restarted monitor sampled"
+    wait_for(lambda: _heartbeat_after(aggregator_handle, node, flushed_at + 1), timeout_s=30, what="a sample after")
+
+
+def test_a_monitor_gets_its_nodes_trainer_map_at_check_in(aggregator_handle, aggregator_name: str) -> None:
+    start_monitoring(sample_interval_s=0.5, checkin_interval_s=0.5, aggregator_name=aggregator_name)
+    node_ip = ray.util.get_node_ip_address()
+    ray.get(aggregator_handle.register_agents.remote(node_ip, {os.getpid(): "agent-driver"}))
+    client = Client(aggregator_handle, name=aggregator_name)
+
+    def stored_agents() -> set[str]:
+        assert ray.get(aggregator_handle.flush_monitors.remote(), timeout=30)
+        return set(client.samples(kind="agent", metric="process_rss_bytes").column("source").to_pylist())
+
+    wait_for(lambda: "agent-driver" in stored_agents(), timeout_s=60, what="this process's RSS under its agent")
+    assert ray.get(aggregator_handle.monitor_checkin.remote("another-node", "10.9.9.9", {"last_sample": None})) == {}
 
 
 def test_a_new_aggregator_on_old_data_waits_to_be_asked_then_announces_nothing_twice(ray_session, tmp_path) -> None:

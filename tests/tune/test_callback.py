@@ -61,7 +61,7 @@ def run(
         # Running before the run starts, as after `elitemon start`: on a cold machine a monitor's
         # worker process can take longer to start than this whole short run lasts. The callback
         # finds this aggregator monitoring its nodes already.
-        start_monitoring(sample_interval_s=0.2, aggregator_name=aggregator_name)
+        start_monitoring(sample_interval_s=0.2, checkin_interval_s=0.2, aggregator_name=aggregator_name)
         wait_for(
             lambda: any(n["last_heartbeat"] for n in ray.get(handle.monitored_nodes.remote()).values()),
             timeout_s=120,
