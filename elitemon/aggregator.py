@@ -69,7 +69,14 @@ class Aggregator:
 
     @ray.method(concurrency_group="ingest")
     def ingest(self, table: str, batch: pa.RecordBatch, producer_id: str, seq: int) -> Ack:
-        return self._store.ingest(table, batch, producer_id=producer_id, seq=seq)
+        ack = self._store.ingest(table, batch, producer_id=producer_id, seq=seq)
+        monitoring = self._monitoring
+        if monitoring is not None and not ack.duplicate:
+            try:  # the node monitors' trainer maps come from the results; stored data never waits on it
+                monitoring.learn_trainers(table, batch)
+            except Exception:
+                log.exception("could not read trainer processes from a %s batch", table)
+        return ack
 
     @ray.method(concurrency_group="query")
     def health(self) -> Health:
@@ -126,12 +133,6 @@ class Aggregator:
     def node_monitor(self, node_id: str) -> Any:
         """A node's NodeMonitor handle, or None."""
         return None if self._monitoring is None else self._monitoring.monitor(node_id)
-
-    @ray.method(concurrency_group="control")
-    def register_agents(self, node_ip: str, agents_by_pid: dict[int, str]) -> None:
-        """Which trainer process (pid) on the node at `node_ip` trains which agent."""
-        if self._monitoring is not None:
-            self._monitoring.register_agents(node_ip, agents_by_pid)
 
     @ray.method(concurrency_group="control")
     def monitor_checkin(self, node_id: str, node_ip: str, report: dict) -> dict[int, str]:

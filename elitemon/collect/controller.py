@@ -27,9 +27,12 @@ import json
 import logging
 import math
 import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -41,6 +44,10 @@ from elitemon.query import select
 from elitemon.store import Store
 
 log = logging.getLogger(__name__)
+
+#: Trainer processes remembered (one per agent, its latest): far more agents than any population
+#: trains at once; past it the agent heard from least recently is forgotten.
+MAX_TRAINERS = 10_000
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,7 @@ class MonitorController:
         self._store, self._aggregator_name, self.settings = store, aggregator_name, settings
         self._events = Producer(StoreSink(store), name="monitor-controller", max_delay_s=0.1)
         self._watched: dict[str, _Watched] = {}
-        self._agents_by_ip: dict[str, dict[int, str]] = {}  # what each node's monitor must map
+        self._trainers: OrderedDict[str, tuple[str, int]] = OrderedDict()  # agent -> (node IP, pid), oldest first
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="elitemon-monitor-controller", daemon=True)
@@ -138,11 +145,30 @@ class MonitorController:
         """The ProducerStats of the node events this controller writes (rejects, retries, errors)."""
         return self._events.stats()
 
-    def register_agents(self, node_ip: str, agents_by_pid: dict[int, str]) -> None:
-        """Map trainer pids to agents on the node(s) at `node_ip` (what Tune results carry); the
-        monitors there get it at their next check-in. Replaces that address's previous mapping."""
-        with self._lock:
-            self._agents_by_ip[node_ip] = dict(agents_by_pid)
+    def learn_trainers(self, table: str, batch: pa.RecordBatch) -> None:
+        """Which process trains which agent, learned from rows as they are stored: an agent's `pid`
+        sample (Tune reports `pid` and `node_ip` with every result; `elitemon.report` callers may
+        too) maps that process on that node to the agent, replacing the agent's earlier process (a
+        reused actor moves between trials); a `trial_complete` or `trial_error` event forgets it.
+        Past MAX_TRAINERS agents, the one heard from least recently is forgotten."""
+        if table == "samples" and {"kind", "metric", "source", "node", "value"} <= set(batch.schema.names):
+            rows = _rows_where(batch, metric="pid", kind="agent")
+            learned = [
+                (agent, (node, int(pid)))
+                for agent, node, pid in zip(rows["source"], rows["node"], rows["value"], strict=True)
+                if agent and node and pid is not None and math.isfinite(pid) and pid > 0
+            ]
+            with self._lock:
+                for agent, trainer in learned:
+                    self._trainers[agent] = trainer
+                    self._trainers.move_to_end(agent)
+                while len(self._trainers) > MAX_TRAINERS:
+                    self._trainers.popitem(last=False)
+        elif table == "events" and {"type", "agent"} <= set(batch.schema.names):
+            ended = _rows_where(batch, type=["trial_complete", "trial_error"])["agent"]
+            with self._lock:
+                for agent in ended:
+                    self._trainers.pop(agent, None)
 
     def checkin(self, node_id: str, node_ip: str, report: dict) -> dict[int, str]:
         """A monitor's check-in: record its heartbeat (`report["last_sample"]`) and process id, and
@@ -151,7 +177,7 @@ class MonitorController:
             watched = self._watched.get(node_id)
             if watched is not None and report["last_sample"] is not None:
                 watched.last_heartbeat, watched.pid = report["last_sample"], report["pid"]
-            return self._agents_by_ip.get(node_ip, {})
+            return {pid: agent for agent, (node, pid) in self._trainers.items() if node == node_ip}
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Flush every monitor's rows and the controller's events (e.g. before a run ends). Each
@@ -285,6 +311,20 @@ class MonitorController:
         log.info("%s: %s (%s)", kind, node_ip, node_id)
 
 
+def _rows_where(batch: pa.RecordBatch, **equal: str | list[str]) -> dict[str, list]:
+    """The batch's rows whose columns hold the given values, as lists by column (few rows: it
+    looks at the dictionaries first, so a batch without the values costs next to nothing)."""
+    mask = None
+    for column, values in equal.items():
+        value_set = pa.array(values if isinstance(values, list) else [values], pa.string())
+        array = batch.column(column)
+        if pa.types.is_dictionary(array.type) and not pc.any(pc.is_in(array.dictionary, value_set)).as_py():
+            return {name: [] for name in batch.schema.names}
+        matches = pc.is_in(array, value_set)
+        mask = matches if mask is None else pc.and_(mask, matches)
+    return batch.filter(mask).to_pydict()
+
+
 def _nodes_last_up(store: Store) -> dict[str, dict]:
     """node id -> {node, ts, settings} for the nodes whose last stored node event is a node_up, and
     that were not up when monitoring was last stopped."""
@@ -312,7 +352,7 @@ def start_monitoring(
     aggregator_name: str = aggregator.NAME,
 ) -> Any:
     """Have the running aggregator put a NodeMonitor on every node; returns the aggregator's handle,
-    whose `monitored_nodes`, `node_monitor`, `register_agents`, `flush_monitors` and
+    whose `monitored_nodes`, `node_monitor`, `flush_monitors` and
     `stop_monitoring` reach the controller. If the aggregator already monitors its nodes, that goes
     on with the settings it has (a warning says so when they differ from these). Monitoring lasts
     until `stop_monitoring` or the aggregator's end; an aggregator that Ray restarts resumes it."""

@@ -8,7 +8,8 @@ Per result: every numeric metric as a sample of the trial (`generation` = `train
 `exploit` event with both trials, their nodes and iterations, the target's old config, the source's
 config, the new config and the explore operations; then `migration_completed` when the exploited
 trial reports its first result after the restore (with the latency), or `migration_failed` if it
-errors first.
+errors first. The node monitors learn which process trains which trial from the results' `pid`
+and `node_ip` samples (and forget it at trial_complete or trial_error), so no hook calls them.
 
 Everything heavy happens in `setup`, on the driver, not in `__init__`: Tune pickles callbacks. Rows go
 through a Producer, so no hook waits for the network.
@@ -30,8 +31,6 @@ from elitemon.reporting import Reporter, config_rows
 from elitemon.tune import _exploits
 
 TRAINING_ITERATION = "training_iteration"
-#: How often the callback sends its whole trainer-process map again (it also sends every change).
-TRAINERS_RESEND_S = 30.0
 
 
 class MonitorCallback(Callback):
@@ -54,9 +53,7 @@ class MonitorCallback(Callback):
         self._reporter: Reporter | None = None
         self._aggregator: Any = None  # an aggregator this callback starts lives as long as this handle
         self._migrating: dict[str, tuple[float, str]] = {}  # target trial -> (exploit time, source)
-        self._trainers: dict[str, tuple[str, int]] = {}  # trial -> (node_ip, pid) of its trainer process
         self._started_monitoring = False  # then it ends with the run, as it began with it
-        self._trainers_sent_at = float("-inf")
 
     def setup(self, **info: Any) -> None:
         config = StoreConfig(data_dir=self._data_dir) if self._data_dir else StoreConfig()
@@ -86,7 +83,6 @@ class MonitorCallback(Callback):
         generation = int(result.get(TRAINING_ITERATION, 0))
         metrics = {k: v for k, v in result.items() if k not in (TRAINING_ITERATION, "config")}
         self._reporter.report(trial.trial_id, generation, metrics, node=result.get("node_ip"))
-        self._map_trainer(trial.trial_id, result.get("node_ip"), result.get("pid"))
         # The first result after the restore: the triggering result (delivered to callbacks after
         # the scheduler exploited) and results already on their way still count from before it.
         restored = result.get("iterations_since_restore", 1) == 1
@@ -97,11 +93,9 @@ class MonitorCallback(Callback):
             self._event("migration_completed", trial, generation, payload)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._map_trainer(trial.trial_id, None, None)
         self._event("trial_complete", trial, _generation(trial), {})
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._map_trainer(trial.trial_id, None, None)
         migrating = self._migrating.pop(trial.trial_id, None)
         if migrating is not None:
             self._event("migration_failed", trial, _generation(trial), {"source": migrating[1]})
@@ -117,26 +111,6 @@ class MonitorCallback(Callback):
                 ray.get(self._aggregator.stop_monitoring.remote(), timeout=60)  # stores their rows first
             else:
                 ray.get(self._aggregator.flush_monitors.remote(), timeout=30)
-
-    def _map_trainer(self, trial_id: str, node_ip: str | None, pid: int | None) -> None:
-        """Tell the node monitors which process trains which trial (for per-agent RSS, CPU and GPU
-        memory). Sent when it changes (a reused actor moves to another trial, a trial ends), and
-        all of it again every TRAINERS_RESEND_S, so that a restarted aggregator has it back soon."""
-        trainer = (node_ip, int(pid)) if node_ip and pid is not None else None
-        previous = self._trainers.pop(trial_id, None)
-        if trainer is not None:
-            self._trainers[trial_id] = trainer
-        if not self._monitor_nodes or self._aggregator is None:
-            return
-        changed = {t[0] for t in (previous, trainer) if t is not None}
-        if time.monotonic() - self._trainers_sent_at >= TRAINERS_RESEND_S:
-            changed |= {node for node, _ in self._trainers.values()}
-            self._trainers_sent_at = time.monotonic()
-        elif trainer == previous:
-            return
-        for ip in changed:
-            mapping = {pid: trial for trial, (node, pid) in self._trainers.items() if node == ip}
-            self._aggregator.register_agents.remote(ip, mapping)
 
     def _on_exploit(self, exploit: _exploits.Exploit) -> None:
         assert self._reporter is not None
@@ -178,9 +152,7 @@ class MonitorCallback(Callback):
             _reporter=None,
             _aggregator=None,
             _migrating={},
-            _trainers={},
             _started_monitoring=False,
-            _trainers_sent_at=float("-inf"),
         )
         return state
 

@@ -7,12 +7,16 @@ import json
 import os
 import time
 
+import pyarrow as pa
 import pytest
 import ray
 
 from elitemon.client import Client
 from elitemon.collect import start_monitoring
-from elitemon.collect.controller import MonitorSettings
+from elitemon.collect.controller import MonitorController, MonitorSettings
+from elitemon.producer import Producer, RaySink
+from elitemon.reporting import Reporter
+from elitemon.schema import batch_from_rows
 from tests.conftest import wait_for
 
 
@@ -122,10 +126,13 @@ def test_a_restarted_monitor_samples_again_and_flush_keeps_it_sampling(aggregato
     wait_for(lambda: _heartbeat_after(aggregator_handle, node, flushed_at + 1), timeout_s=30, what="a sample after")
 
 
-def test_a_monitor_gets_its_nodes_trainer_map_at_check_in(aggregator_handle, aggregator_name: str) -> None:
+def test_a_monitor_maps_the_process_an_agent_reports_and_forgets_it_when_the_trial_ends(
+    aggregator_handle, aggregator_name: str
+) -> None:
     start_monitoring(sample_interval_s=0.5, checkin_interval_s=0.5, aggregator_name=aggregator_name)
     node_ip = ray.util.get_node_ip_address()
-    ray.get(aggregator_handle.register_agents.remote(node_ip, {os.getpid(): "agent-driver"}))
+    reporter = Reporter(Producer(RaySink(name=aggregator_name), name="trainer", max_delay_s=0.05))
+    reporter.report("agent-driver", 1, {"pid": os.getpid(), "score": 1.0}, node=node_ip)  # as Tune results carry
     client = Client(aggregator_handle, name=aggregator_name)
 
     def stored_agents() -> set[str]:
@@ -133,7 +140,54 @@ def test_a_monitor_gets_its_nodes_trainer_map_at_check_in(aggregator_handle, agg
         return set(client.samples(kind="agent", metric="process_rss_bytes").column("source").to_pylist())
 
     wait_for(lambda: "agent-driver" in stored_agents(), timeout_s=60, what="this process's RSS under its agent")
-    assert ray.get(aggregator_handle.monitor_checkin.remote("another-node", "10.9.9.9", {"last_sample": None})) == {}
+    checkin = aggregator_handle.monitor_checkin
+    assert ray.get(checkin.remote("node", node_ip, {"last_sample": None})) == {os.getpid(): "agent-driver"}
+    assert ray.get(checkin.remote("another-node", "10.9.9.9", {"last_sample": None})) == {}, "only its node's"
+
+    reporter.producer.write_rows("events", [{"type": "trial_complete", "agent": "agent-driver", "payload": "{}"}])
+    assert reporter.producer.flush(30)
+    assert ray.get(checkin.remote("node", node_ip, {"last_sample": None})) == {}, "forgotten at the trial's end"
+    reporter.producer.close()
+
+
+def _samples(rows: list[tuple[str, str, str, str, float]]) -> pa.RecordBatch:
+    columns = ("kind", "node", "source", "metric", "value")
+    return batch_from_rows("samples", [dict(zip(columns, row, strict=True)) for row in rows], now=1.0e9)
+
+
+def test_trainers_are_learned_from_pid_samples_replaced_forgotten_and_bounded(tmp_path, monkeypatch) -> None:
+    from elitemon.collect import controller as module
+    from elitemon.config import StoreConfig
+    from elitemon.store import Store
+
+    monitoring = MonitorController(Store(StoreConfig(data_dir=tmp_path)), "aggregator", MonitorSettings())
+    monitoring.learn_trainers(
+        "samples",
+        _samples(
+            [
+                ("agent", "10.0.0.1", "a", "pid", 101.0),
+                ("agent", "10.0.0.2", "b", "pid", 201.0),
+                ("agent", "10.0.0.1", "c", "score", 7.0),  # not a pid
+                ("node", "10.0.0.1", "n1", "pid", 301.0),  # not an agent's
+            ]
+        ),
+    )
+    assert monitoring.checkin("n1", "10.0.0.1", {"last_sample": None}) == {101: "a"}
+    assert monitoring.checkin("n2", "10.0.0.2", {"last_sample": None}) == {201: "b"}
+
+    monitoring.learn_trainers("samples", _samples([("agent", "10.0.0.1", "b", "pid", 102.0)]))  # b moved
+    assert monitoring.checkin("n1", "10.0.0.1", {"last_sample": None}) == {101: "a", 102: "b"}
+    assert monitoring.checkin("n2", "10.0.0.2", {"last_sample": None}) == {}
+
+    ended = batch_from_rows("events", [{"type": "trial_error", "agent": "a", "payload": "{}"}], now=1.0e9)
+    monitoring.learn_trainers("events", ended)
+    assert monitoring.checkin("n1", "10.0.0.1", {"last_sample": None}) == {102: "b"}
+
+    monkeypatch.setattr(module, "MAX_TRAINERS", 2)
+    monitoring.learn_trainers(
+        "samples", _samples([("agent", "10.0.0.1", "c", "pid", 103.0), ("agent", "10.0.0.1", "d", "pid", 104.0)])
+    )
+    assert monitoring.checkin("n1", "10.0.0.1", {"last_sample": None}) == {103: "c", 104: "d"}, "b, oldest, went"
 
 
 def test_a_new_aggregator_on_old_data_waits_to_be_asked_then_announces_nothing_twice(ray_session, tmp_path) -> None:
