@@ -63,9 +63,10 @@ class MonitorCallback(Callback):
 
             settings = MonitorSettings(sample_interval_s=self._sample_interval_s)
             self._started_monitoring, _ = ray.get(self._aggregator.start_monitoring.remote(settings))
-        # One send a second: each Ray call costs the driver about a millisecond of CPU, which on a
-        # busy node is the trainers' (benchmarks/overhead.py); a second is well inside any refresh.
-        self._reporter = Reporter(Producer(RaySink(name=self._aggregator_name), name="tune", max_delay_s=1.0))
+        # A send per table every 2 s at most: each Ray call costs about 2 ms of the driver's CPU and
+        # 1.5 ms of the aggregator's here, which on a busy node is the trainers' (measured for
+        # benchmarks/overhead.py); 2 s is inside any dashboard refresh.
+        self._reporter = Reporter(Producer(RaySink(name=self._aggregator_name), name="tune", max_delay_s=2.0))
         _exploits.add_listener(self._on_exploit)
 
     @property
