@@ -233,6 +233,11 @@ def report(runs: list[Run], cpus: float) -> None:
         f"{capacity:.1f} CPU-seconds = {(actors + callback) / capacity:.2%} (Tune's loggers: "
         f"{(median('tune-loggers', 'driver_cpu_s') - median('bare', 'driver_cpu_s')) / capacity:.2%})"
     )
+    bare_driver = median("bare", "driver_cpu_s")
+    shares = sorted(
+        (r.actors_cpu_s + r.driver_cpu_s - bare_driver) / (r.wall_s * cpus) for r in runs if r.variant == "elitemon"
+    )
+    print(f"  per round (against the bare runs' median driver): {', '.join(f'{share:.2%}' for share in shares)}")
 
 
 if __name__ == "__main__":
