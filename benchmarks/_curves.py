@@ -1,13 +1,17 @@
 """Score curves for the forecast evaluation: synthetic families with a known trend, and real ones.
 
 Synthetic: every curve is `trend(generation) + noise`, where the trend is known exactly (also past the
-curve's end), so a forecast of the trend can be scored without noise in the truth. Five families:
+curve's end), so a forecast of the trend can be scored without noise in the truth. Six families:
 
 - `exponential`: a saturating exponential, A - (A - y0) exp(-g / tau);
 - `power_law`: A - B (g + g0)^-c, slow to flatten;
 - `sigmoid`: a plateau, then a rise to a second plateau (the rise may start after the observed part);
 - `pbt_jumps`: a saturating curve plus upward steps at random generations (an exploit copying a much
   better agent, or a new best agent taking over the population's best score);
+- `setbacks`: a saturating curve with drops at random generations, each recovering at its own pace
+  (from quickly to hardly within the run): an explore step that made an agent worse, or a collapse.
+  Real PBT agents do fall; a set without falls calibrated intervals whose lower side was too tight
+  for them (on the Q-learning curves below, at half observed, a fifth of the agents ended under it);
 - `noisy`: any of the above with heavy-tailed noise (Student t, 3 degrees of freedom) at a high level.
 
 Scale and offset are random (scores may be negative, as Taxi returns are), and so is the noise level.
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FAMILIES = ("exponential", "power_law", "sigmoid", "pbt_jumps", "noisy")
+FAMILIES = ("exponential", "power_law", "sigmoid", "pbt_jumps", "setbacks", "noisy")
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ def _synthetic(family: str, rng: np.random.Generator) -> Curve:
     length = int(rng.integers(40, 151))
     offset, amplitude = rng.normal(0.0, 50.0), float(np.exp(rng.uniform(np.log(0.5), np.log(200.0))))
     heavy_tailed = family == "noisy"
-    shape = str(rng.choice(FAMILIES[:4])) if heavy_tailed else family
+    shape = str(rng.choice(FAMILIES[:5])) if heavy_tailed else family
     unit_trend = _unit_trend(shape, length, rng)
     noise_level = float(np.exp(rng.uniform(np.log(0.05), np.log(0.25)))) if heavy_tailed else _quiet_noise(rng)
     generations = np.arange(1, length + 1, dtype=float)
@@ -73,7 +77,8 @@ def _quiet_noise(rng: np.random.Generator) -> float:
 
 
 def _unit_trend(shape: str, length: int, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
-    """A non-decreasing trend from about 0 towards about 1 over `length` generations (or later)."""
+    """A trend from about 0 towards about 1 over `length` generations (or later); non-decreasing
+    except for `setbacks`."""
     if shape == "exponential":
         tau = float(np.exp(rng.uniform(np.log(length / 12), np.log(length * 1.5))))
         return lambda g: 1.0 - np.exp(-g / tau)
@@ -88,6 +93,17 @@ def _unit_trend(shape: str, length: int, rng: np.random.Generator) -> Callable[[
         at = np.sort(rng.uniform(1, length, size=rng.poisson(2.0) + 1))
         sizes = rng.uniform(0.05, 0.3, size=at.size)
         return lambda g: (base(g) + (sizes * (g[..., None] >= at)).sum(axis=-1)) / (1.0 + sizes.sum())
+    if shape == "setbacks":
+        base = _unit_trend(str(rng.choice(["exponential", "power_law"])), length, rng)
+        at = np.sort(rng.uniform(1, length, size=rng.poisson(1.5) + 1))
+        sizes = rng.uniform(0.05, 0.4, size=at.size)
+        recovery = np.exp(rng.uniform(np.log(length / 20), np.log(length * 2), size=at.size))
+
+        def setback(g: np.ndarray) -> np.ndarray:
+            since = np.maximum(g[..., None] - at, 0.0)
+            return (sizes * (g[..., None] >= at) * np.exp(-since / recovery)).sum(axis=-1)
+
+        return lambda g: base(g) - setback(g)
     raise ValueError(f"unknown shape {shape!r}")
 
 

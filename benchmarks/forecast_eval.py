@@ -5,7 +5,7 @@
     python benchmarks/forecast_eval.py --calibrate --per-family 100   # learning_curves._CALIBRATION (3.5 min)
     python benchmarks/forecast_eval.py --calibrate --per-family 100 --with-pbt   # pooled with real PBT curves
 
-Curves (benchmarks/_curves.py): synthetic ones from five families with random parameters (seed 1;
+Curves (benchmarks/_curves.py): synthetic ones from six families with random parameters (seed 1;
 the calibration uses seed 0, other curves), and real ones: the best, mean and per-agent scores of
 small Q-learning PBT runs (Taxi and FrozenLake, the demo's agent, without Tune).
 

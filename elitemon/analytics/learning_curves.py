@@ -67,19 +67,19 @@ DRIFT = 0.1
 
 _Z90 = float(ndtri(0.9))
 #: (relative horizon h, q10, q50, q90) of (truth - expected) / s(h), from
-#: `python benchmarks/forecast_eval.py --calibrate --per-family 100` (500 synthetic curves of seed 0,
+#: `python benchmarks/forecast_eval.py --calibrate --per-family 100` (600 synthetic curves of seed 0,
 #: each cut at 4 random points, forecast at the horizons that stay within the curve).
 _CALIBRATION = np.array(
     [
-        [0.05, -0.591, 0.071, 1.030],  # 1992 forecasts
-        [0.1, -0.595, 0.071, 1.223],  # 1992 forecasts
-        [0.25, -0.611, 0.079, 1.795],  # 1852 forecasts
-        [0.5, -0.595, 0.125, 2.445],  # 1468 forecasts
-        [1, -0.543, 0.158, 3.410],  # 1004 forecasts
-        [1.5, -0.538, 0.205, 3.577],  # 715 forecasts
-        [2, -0.591, 0.190, 3.313],  # 522 forecasts
-        [3, -0.564, 0.234, 5.573],  # 290 forecasts
-        [4, -0.611, 0.164, 6.047],  # 137 forecasts
+        [0.05, -0.825, 0.071, 1.243],  # 2395 forecasts
+        [0.1, -0.861, 0.067, 1.429],  # 2395 forecasts
+        [0.25, -1.130, 0.068, 1.875],  # 2229 forecasts
+        [0.5, -1.153, 0.092, 2.212],  # 1776 forecasts
+        [1, -1.056, 0.121, 2.770],  # 1228 forecasts
+        [1.5, -1.010, 0.134, 2.833],  # 861 forecasts
+        [2, -1.048, 0.142, 2.875],  # 631 forecasts
+        [3, -0.767, 0.123, 4.092],  # 359 forecasts
+        [4, -0.719, 0.118, 4.357],  # 171 forecasts
     ]
 )
 

@@ -291,12 +291,15 @@ def test_a_straight_line_reaches_its_target_on_time() -> None:
     # The linear member fits exactly (the others get no weight), noise and backtest error are 0, so
     # s(h) = drift = 0.1 * range 19 * h = 1.9 h with h = (g - 20) / 20; a quantile is g + 1.9 h q(h),
     # q interpolated in _CALIBRATION (these numbers change if it is recalibrated):
-    # median: g = 29: 29 + 0.855 * 0.116 = 29.10 < 29.5; g = 30: >= 30 -> 10 generations
-    # low (q90): g = 27: 27 + 0.665 * 2.055 = 28.37 < 29.5; g = 28: 28 + 0.76 * 2.185 = 29.66 -> 8
-    # high (q10): g = 30: 30 - 0.95 * 0.595 = 29.43 < 29.5; g = 31: 31 - 1.045 * 0.590 = 30.38 -> 11
-    assert forecast == ConvergenceForecast(Goal.TARGET, 29.5, 10, 8, 11, pytest.approx(1.0, abs=1e-9), 15)
-    # at g = 25: expected 25, s = 0.475, (29.5 - 25) / 0.475 = 9.47 upper-side widths above the median
-    # (1.339 each): z = 7.0 -> P = 1e-12
+    # median: g = 29: 29 + 0.855 * 0.087 = 29.07 < 29.5; g = 30: >= 30 -> 10 generations
+    # low (q90): g = 27: 27 + 0.665 * 2.010 = 28.34 < 29.5; g = 28: 28 + 0.76 * 2.077 = 29.58 -> 8
+    # high (q10): g = 30: 30 - 0.95 * 1.153 = 28.90 < 29.5; g = 31: 31 - 1.045 * 1.143 = 29.81 -> 11
+    # P at g = 35 (h = 0.75, s = 1.425; q10/q50 -1.105/0.107): the lower side's width is
+    # (0.107 + 1.105) / 1.2816 = 0.945 and the gap (29.5 - 35) / 1.425 - 0.107 = -3.966 of them:
+    # P = 1 - Phi(-4.197) = 1 - 1.35e-5
+    assert forecast == ConvergenceForecast(Goal.TARGET, 29.5, 10, 8, 11, pytest.approx(1 - 1.35e-5, abs=1e-7), 15)
+    # at g = 25: expected 25, s = 0.475, (29.5 - 25) / 0.475 - 0.068 = 9.41 upper-side widths above the
+    # median (1.410 each): z = 6.7 -> P = 1e-11
     assert forecast_convergence(curve, target=29.5, horizon_generations=5).probability_within_horizon == pytest.approx(
         0.0, abs=1e-9
     )
@@ -357,12 +360,12 @@ def test_report_by_hand() -> None:
     assert report.mean_improvement_per_generation == pytest.approx(1.5)
     assert report.stall_generations == 0
     assert report.seconds_per_generation == 30.0
-    # the median 2g + small shift >= 33 first at g = 17 (g = 16: 32.07): 5 generations, 150 s
+    # the median 2g + small shift >= 33 first at g = 17 (g = 16: 32.06): 5 generations, 150 s
     assert report.forecast is not None and report.forecast.generations_remaining == 5
     assert report.hours_remaining == pytest.approx(150 / 3600)
-    # at g = 18: expected 36, s = 0.1 * 22 * 0.5 = 1.1, (33 - 36) / 1.1 - q50 0.125 = -2.85 over a
-    # lower width of (0.125 + 0.595) / 1.2816 = 0.562: z = -5.08 -> P = 1 - 2e-7
-    assert report.forecast.probability_within_horizon == pytest.approx(1.0, abs=1e-5)
+    # at g = 18: expected 36, s = 0.1 * 22 * 0.5 = 1.1, (33 - 36) / 1.1 - q50 0.092 = -2.819 over a
+    # lower width of (0.092 + 1.153) / 1.2816 = 0.971: z = -2.902 -> P = 1 - 0.00185
+    assert report.forecast.probability_within_horizon == pytest.approx(1 - 0.00185, abs=1e-5)
 
 
 def test_report_without_enough_generations_has_no_forecast() -> None:
