@@ -61,6 +61,7 @@ class Run:
     trainer_episodes_per_s: float  # mean over every result of the trainers' own rate
     driver_cpu_s: float  # CPU time of this process (Tune's driver, and the callback in it) during the fit
     actors_cpu_s: float  # CPU time of elitemon's actors (the aggregator with its controller, monitors) during the fit
+    ray_cpu_s: float  # CPU time of Ray's own processes (GCS, raylet, agents, log monitor) during the fit
 
     @property
     def episodes_per_s(self) -> float:
@@ -121,12 +122,13 @@ def run_once(variant: str, args: argparse.Namespace, workdir: Path, seed: int) -
         ),
     )
     actors = _actor_processes(handles[0]) if handles else []
-    driver = psutil.Process()
-    cpu_before = _cpu_seconds([driver]), _cpu_seconds(actors)
+    driver, system = psutil.Process(), _ray_system_processes()
+    cpu_before = _cpu_seconds([driver]), _cpu_seconds(actors), _cpu_seconds(system)
     started = time.perf_counter()
     grid = tuner.fit()
     wall_s = time.perf_counter() - started
     driver_cpu_s, actors_cpu_s = _cpu_seconds([driver]) - cpu_before[0], _cpu_seconds(actors) - cpu_before[1]
+    ray_cpu_s = _cpu_seconds(system) - cpu_before[2]
     monitors = list(ray.get(handles[0].monitored_nodes.remote())) if handles else []
     for handle in handles:
         ray.kill(handle, no_restart=True)  # its node monitors end with it (it owns them)
@@ -137,7 +139,7 @@ def run_once(variant: str, args: argparse.Namespace, workdir: Path, seed: int) -
     if not results.rates:  # (fewer than agents x iterations is normal: a restore can jump ahead)
         raise SystemExit(f"{variant}: no results")
     episodes = len(results.rates) * args.episodes
-    return Run(variant, wall_s, episodes, statistics.fmean(results.rates), driver_cpu_s, actors_cpu_s)
+    return Run(variant, wall_s, episodes, statistics.fmean(results.rates), driver_cpu_s, actors_cpu_s, ray_cpu_s)
 
 
 def _actor_processes(aggregator) -> list[psutil.Process]:
@@ -146,6 +148,15 @@ def _actor_processes(aggregator) -> list[psutil.Process]:
     own = ray.get(aggregator.__ray_call__.remote(lambda self: os.getpid()))
     monitors = [seen["pid"] for seen in ray.get(aggregator.monitored_nodes.remote()).values()]
     return [psutil.Process(pid) for pid in [own, *monitors]]
+
+
+def _ray_system_processes() -> list[psutil.Process]:
+    """Ray's own processes under this driver (GCS, raylet, their agents, the log monitor): what
+    elitemon's calls make them do (named-actor lookups, node lists, task events) counts too. Worker
+    processes are left out: their titles start with `ray::` (trainers, elitemon's actors, idle ones)."""
+    agents = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+    children = psutil.Process().children(recursive=True)
+    return [p for p in children if not p.name().startswith("ray::") or p.name() in agents]
 
 
 def _cpu_seconds(processes: list[psutil.Process]) -> float:
@@ -228,16 +239,19 @@ def report(runs: list[Run], cpus: float) -> None:
     capacity = median("elitemon", "wall_s") * cpus
     actors = median("elitemon", "actors_cpu_s")
     callback = median("elitemon", "driver_cpu_s") - median("bare", "driver_cpu_s")
+    system = median("elitemon", "ray_cpu_s") - median("bare", "ray_cpu_s")
     print(
-        f"CPU share: elitemon's actors {actors:.2f} s + the driver's extra {callback:.2f} s over "
-        f"{capacity:.1f} CPU-seconds = {(actors + callback) / capacity:.2%} (Tune's loggers: "
-        f"{(median('tune-loggers', 'driver_cpu_s') - median('bare', 'driver_cpu_s')) / capacity:.2%})"
+        f"CPU share: elitemon's actors {actors:.2f} s + the driver's extra {callback:.2f} s + Ray's processes' "
+        f"extra {system:.2f} s over {capacity:.1f} CPU-seconds = {(actors + callback + system) / capacity:.2%} "
+        f"(Tune's loggers: {(median('tune-loggers', 'driver_cpu_s') - median('bare', 'driver_cpu_s')) / capacity:.2%})"
     )
-    bare_driver = median("bare", "driver_cpu_s")
+    bare_driver, bare_system = median("bare", "driver_cpu_s"), median("bare", "ray_cpu_s")
     shares = sorted(
-        (r.actors_cpu_s + r.driver_cpu_s - bare_driver) / (r.wall_s * cpus) for r in runs if r.variant == "elitemon"
+        (r.actors_cpu_s + r.driver_cpu_s - bare_driver + r.ray_cpu_s - bare_system) / (r.wall_s * cpus)
+        for r in runs
+        if r.variant == "elitemon"
     )
-    print(f"  per round (against the bare runs' median driver): {', '.join(f'{share:.2%}' for share in shares)}")
+    print(f"  per round (against the bare runs' medians): {', '.join(f'{share:.2%}' for share in shares)}")
 
 
 if __name__ == "__main__":

@@ -135,10 +135,13 @@ class Aggregator:
         return None if self._monitoring is None else self._monitoring.monitor(node_id)
 
     @ray.method(concurrency_group="control")
-    def monitor_checkin(self, node_id: str, node_ip: str, report: dict) -> dict[int, str]:
-        """A node monitor's heartbeat (`report`: last_sample, pid, gpu, last_error); returns which trainer
-        process on its node trains which agent (empty when nodes are not monitored)."""
-        return {} if self._monitoring is None else self._monitoring.checkin(node_id, node_ip, report)
+    def monitor_checkin(self, node_id: str, node_ip: str, report: dict) -> dict:
+        """A node monitor's heartbeat (`report`: last_sample, pid, run); returns which trainer process
+        on its node trains which agent (`agents`), and whether its loop should go on (`keep_running`:
+        not when nodes are not monitored, or the controller started another since)."""
+        if self._monitoring is None:
+            return {"agents": {}, "keep_running": False}
+        return self._monitoring.checkin(node_id, node_ip, report)
 
     @ray.method(concurrency_group="control")
     def flush_monitors(self, timeout_s: float = 10.0) -> bool:

@@ -12,8 +12,11 @@ to it, `num_cpus=0`, its sampling loop `run` started) and a `node_up` event; a n
 loses its monitor and yields a `node_down` event carrying the monitor's last heartbeat. A node that
 comes back is a new Ray node (new id) and gets a new monitor and `node_up`. Monitors check in every
 `checkin_interval_s` with their heartbeat, and get their node's trainer processes back, so a hung
-monitor shows as a growing gap rather than a stuck controller. A monitor's `run` ending says it died:
-Ray restarted it (`run` is started again) or it is gone (another is started, without a node_up).
+monitor shows as a growing gap rather than a stuck controller. Each `run` the controller starts is
+numbered; a check-in from any other is told to end (a loop whose reference was lost, or one that
+outlived a transient error after which the controller started another). A `run` that ends without
+being cancelled says the monitor died: Ray restarted it (`run` is started again) or it is gone
+(another monitor is started, without a node_up).
 
 An aggregator that Ray restarts resumes monitoring by itself (`MonitorController.resume`): the
 stored node events say which nodes were up and with which settings. Any new controller takes over
@@ -23,6 +26,7 @@ that died while nobody watched still gets its node_down.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -71,6 +75,7 @@ class _Watched:
     handle: Any
     node_ip: str
     run: Any  # the ObjectRef of the monitor's sampling loop: resolves only when it ends
+    token: int  # the number of that loop, which its check-ins carry
     last_heartbeat: float | None = None
     pid: int | None = None  # of the monitor's process, as its last check-in said
 
@@ -83,6 +88,7 @@ class MonitorController:
         self._events = Producer(StoreSink(store), name="monitor-controller", max_delay_s=0.1)
         self._watched: dict[str, _Watched] = {}
         self._trainers: OrderedDict[str, tuple[str, int]] = OrderedDict()  # agent -> (node IP, pid), oldest first
+        self._tokens = itertools.count(1)  # numbers the monitors' `run`s
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="elitemon-monitor-controller", daemon=True)
@@ -114,8 +120,8 @@ class MonitorController:
         with self._lock:  # after _stop is set, _start_monitor adds no more monitors
             watched = list(self._watched.values())
             self._watched.clear()
-        for monitor in watched:
-            ray.cancel(monitor.run)
+            for monitor in watched:
+                ray.cancel(monitor.run, recursive=False)  # not its check-in in flight
         handles = [w.handle for w in watched]
         try:  # each monitor's stop (after its loop ends) stores what it sampled, then it is ended
             ray.get([handle.stop.remote() for handle in handles], timeout=timeout_s + 5)
@@ -170,26 +176,28 @@ class MonitorController:
                 for agent in ended:
                     self._trainers.pop(agent, None)
 
-    def checkin(self, node_id: str, node_ip: str, report: dict) -> dict[int, str]:
-        """A monitor's check-in: record its heartbeat (`report["last_sample"]`) and process id, and
-        return which trainer process on its node trains which agent."""
+    def checkin(self, node_id: str, node_ip: str, report: dict) -> dict:
+        """A monitor's check-in (`report`: last_sample, pid, run): record its heartbeat and process
+        id; return `agents`, which trainer process on its node trains which agent, and
+        `keep_running`, False unless its `run` is the one this controller started last."""
         with self._lock:
             watched = self._watched.get(node_id)
-            if watched is not None and report["last_sample"] is not None:
+            current = watched is not None and report["run"] == watched.token
+            if current and report["last_sample"] is not None:
                 watched.last_heartbeat, watched.pid = report["last_sample"], report["pid"]
-            return {pid: agent for agent, (node, pid) in self._trainers.items() if node == node_ip}
+            agents = {pid: agent for agent, (node, pid) in self._trainers.items() if node == node_ip}
+        return {"agents": agents, "keep_running": current}
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Flush every monitor's rows and the controller's events (e.g. before a run ends). Each
-        monitor's loop is cancelled, its `flush` runs, and its loop starts again: a pause of less
-        than one sampling interval."""
+        monitor's loop is cancelled, its `flush` runs, and its loop starts again: it takes no
+        samples for up to CANCEL_POLL_S plus the time its rows take to be stored."""
         with self._lock:
-            watched = list(self._watched.values())
             flushed = []
-            for monitor in watched:
-                ray.cancel(monitor.run)
+            for monitor in self._watched.values():
+                ray.cancel(monitor.run, recursive=False)  # not its check-in in flight
                 flushed.append(monitor.handle.flush.remote(timeout_s))
-                monitor.run = monitor.handle.run.remote()
+                self._start_run(monitor)
         try:
             monitors = ray.get(flushed, timeout=timeout_s + self.settings.sample_interval_s + 5)
         except ray.exceptions.RayError:
@@ -262,13 +270,16 @@ class MonitorController:
             if self._stop.is_set():  # stop() has collected the monitors to end: this one would leak
                 ray.kill(handle, no_restart=True)
                 return
-            self._watched[node_id] = _Watched(handle, node_ip, handle.run.remote())
+            token = next(self._tokens)
+            self._watched[node_id] = _Watched(handle, node_ip, handle.run.remote(token), token)
         if announce:
             self._event("node_up", node_id, node_ip, {"settings": asdict(self.settings)})
 
     def _check_runs(self) -> None:
-        """A monitor's loop ends only when it is cancelled (and then replaced at once) or its actor
-        died: Ray restarted it (start the loop again) or it is gone for good (replace it)."""
+        """A monitor's loop ends when it is cancelled (and then replaced at once), superseded, or
+        its actor died: Ray restarted it, or the call failed in transit (start the loop again; a
+        loop still running is superseded at its next check-in), or it is gone for good (replace
+        it)."""
         with self._lock:
             runs = {w.run: node_id for node_id, w in self._watched.items()}
         if not runs:
@@ -286,7 +297,12 @@ class MonitorController:
             with self._lock:
                 watched = self._watched.get(node_id)
                 if watched is not None and watched.run == run:
-                    watched.run = watched.handle.run.remote()
+                    self._start_run(watched)
+
+    def _start_run(self, watched: _Watched) -> None:
+        """Start (again) a monitor's sampling loop, under a new number. Call with the lock held."""
+        watched.token = next(self._tokens)
+        watched.run = watched.handle.run.remote(watched.token)
 
     def _replace_dead_monitor(self, node_id: str) -> None:
         """A monitor died on a node Ray still lists alive (killed, or a dying one handed back by
@@ -299,11 +315,11 @@ class MonitorController:
             log.warning("node monitor on %s (%s) died; starting another", watched.node_ip, node_id)
             self._start_monitor(node_id, watched.node_ip, announce=False)
 
-    def _last_heartbeat(self, node_id: str, polled: float | None) -> float | None:
-        """The node's latest heartbeat: the stored samples' or the last one polled from its monitor
-        (newer when its last batch never arrived), whichever is later."""
+    def _last_heartbeat(self, node_id: str, checked_in: float | None) -> float | None:
+        """The node's latest heartbeat: the stored samples' or the last one its monitor checked in
+        with (newer when its last batch never arrived), whichever is later."""
         beats = self._store.scan(select("samples", metric="heartbeat", source=node_id))
-        return max([*beats.column("value").to_pylist(), *([] if polled is None else [polled])], default=None)
+        return max([*beats.column("value").to_pylist(), *([] if checked_in is None else [checked_in])], default=None)
 
     def _event(self, kind: str, node_id: str, node_ip: str, extra: dict) -> None:
         payload = json.dumps({"node_id": node_id, **extra})

@@ -13,8 +13,10 @@ hard-coded period), 6 ms of CPU a second on this project's 2-core test machine; 
 in `run` pays none of it (measured: the monitor's process, sampling every second, uses about 4.5
 ms/s this way and 11 with the loop in a thread beside an idle main thread). Nothing can call
 the monitor while `run` runs, so it talks first: every `checkin_interval_s` it checks in with the
-aggregator (its heartbeat out, its node's trainer processes back), and whoever started `run` cancels
-it (`ray.cancel`) to reach `flush` or `stop`; the loop sees that within one `interval_s`.
+aggregator (its heartbeat out; its node's trainer processes, and whether this loop is still the one
+wanted, back), and whoever started `run` cancels it (`ray.cancel`) to reach `flush` or `stop`; the
+loop sees a cancel within CANCEL_POLL_S. A loop the controller no longer knows (a lost reference,
+a `run` started again after a transient error) ends at its next check-in, so a newer one can start.
 """
 
 from __future__ import annotations
@@ -73,30 +75,31 @@ class NodeMonitor:
             max_delay_s=max(interval_s, send_interval_s),
         )
         self._system = SystemSampler(node_ip, node_id, time.time)
-        self._gpu, self.gpu_status = GpuSampler.open(node_ip)
-        log.info("node monitor on %s: %s", node_ip, self.gpu_status)  # said once, then carries on
+        self._gpu, gpu_status = GpuSampler.open(node_ip)
+        log.info("node monitor on %s: %s", node_ip, gpu_status)  # said once, then carries on
         self._agents: dict[int, str] = {}
         self._last_sample: float | None = None
-        self._last_error: str | None = None
+        self._run_token: int | None = None  # which `run` this is, as the controller numbered it
+        self._superseded = False  # a check-in said the controller wants another `run`, not this one
         self._aggregator: Any = None  # looked up at the first check-in (a named handle outlives restarts)
         self._checkin: Any = None  # the check-in in flight: its reply is read on a later round
         self._last_checkin = float("-inf")
 
-    def run(self) -> None:
-        """Sample every `interval_s` until cancelled; check in every `checkin_interval_s` (and after
-        the first sample, so that the controller hears from a new monitor at once). A cancel is seen
-        within CANCEL_POLL_S: a flush waits no longer than that for the loop to let it in."""
+    def run(self, token: int) -> None:
+        """Sample every `interval_s` until cancelled or superseded; check in every
+        `checkin_interval_s` (and after the first sample, so that the controller hears from a new
+        monitor at once). `token` numbers this run for the controller's check-in replies."""
         context = ray.get_runtime_context()
+        self._run_token, self._superseded, self._last_checkin = token, False, float("-inf")
         next_sample = time.time()
-        while not context.is_canceled():
+        while not (context.is_canceled() or self._superseded):
             if time.time() >= next_sample:
                 next_sample = time.time() + self._interval_s
                 try:
                     self._sample_once(next_sample - self._interval_s)
-                except Exception as error:  # a failed reading must not end monitoring
-                    self._last_error = repr(error)
+                    self._check_in()
+                except Exception:  # a failed reading or check-in must not end monitoring
                     log.exception("node monitor on %s: sampling failed", self._node_ip)
-                self._check_in()
             time.sleep(max(0.0, min(CANCEL_POLL_S, next_sample - time.time())))
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -126,15 +129,16 @@ class NodeMonitor:
         self._last_sample = now
 
     def _check_in(self) -> None:
-        """Take the reply of the last check-in if it has come (the node's trainer processes), and
-        send the next when due. Never waits: an aggregator that is away delays the mapping, not
+        """Take the reply of the last check-in if it has come (the node's trainer processes, and
+        whether to go on), and send the next when due. Never waits: an aggregator that is away delays the mapping, not
         the samples."""
         if self._checkin is not None:
             ready, _ = ray.wait([self._checkin], timeout=0)
             if not ready:
                 return
             try:
-                self._agents = ray.get(ready[0])
+                reply = ray.get(ready[0])
+                self._agents, self._superseded = reply["agents"], not reply["keep_running"]
             except ray.exceptions.RayError as error:  # restarting, or gone: the next one may reach it
                 log.warning("node monitor on %s: check-in failed: %s", self._node_ip, error)
                 if isinstance(error, ray.exceptions.ActorDiedError):
@@ -143,12 +147,7 @@ class NodeMonitor:
         if time.monotonic() - self._last_checkin < self._checkin_interval_s:
             return
         self._last_checkin = time.monotonic()
-        report = {
-            "last_sample": self._last_sample,
-            "pid": os.getpid(),
-            "gpu": self.gpu_status,
-            "last_error": self._last_error,
-        }
+        report = {"last_sample": self._last_sample, "pid": os.getpid(), "run": self._run_token}
         try:
             self._aggregator = self._aggregator or aggregator.get_aggregator(name=self._aggregator_name)
         except aggregator.AggregatorNotFound as error:

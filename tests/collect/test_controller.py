@@ -140,13 +140,17 @@ def test_a_monitor_maps_the_process_an_agent_reports_and_forgets_it_when_the_tri
         return set(client.samples(kind="agent", metric="process_rss_bytes").column("source").to_pylist())
 
     wait_for(lambda: "agent-driver" in stored_agents(), timeout_s=60, what="this process's RSS under its agent")
-    checkin = aggregator_handle.monitor_checkin
-    assert ray.get(checkin.remote("node", node_ip, {"last_sample": None})) == {os.getpid(): "agent-driver"}
-    assert ray.get(checkin.remote("another-node", "10.9.9.9", {"last_sample": None})) == {}, "only its node's"
+
+    def checkin(node_ip: str, run: int | None = None) -> dict:
+        """What a monitor on `node_ip` would be told; no node of this id is monitored: a stray one."""
+        return ray.get(aggregator_handle.monitor_checkin.remote("stray", node_ip, {"last_sample": None, "run": run}))
+
+    assert checkin(node_ip) == {"agents": {os.getpid(): "agent-driver"}, "keep_running": False}, "told to end"
+    assert checkin("10.9.9.9")["agents"] == {}, "only its node's"
 
     reporter.producer.write_rows("events", [{"type": "trial_complete", "agent": "agent-driver", "payload": "{}"}])
     assert reporter.producer.flush(30)
-    assert ray.get(checkin.remote("node", node_ip, {"last_sample": None})) == {}, "forgotten at the trial's end"
+    assert checkin(node_ip)["agents"] == {}, "forgotten at the trial's end"
     reporter.producer.close()
 
 
@@ -160,7 +164,12 @@ def test_trainers_are_learned_from_pid_samples_replaced_forgotten_and_bounded(tm
     from elitemon.config import StoreConfig
     from elitemon.store import Store
 
-    monitoring = MonitorController(Store(StoreConfig(data_dir=tmp_path)), "aggregator", MonitorSettings())
+    store = Store(StoreConfig(data_dir=tmp_path))
+    monitoring = MonitorController(store, "aggregator", MonitorSettings())
+
+    def agents(node_ip: str) -> dict[int, str]:
+        return monitoring.checkin("node", node_ip, {"last_sample": None, "run": None})["agents"]
+
     monitoring.learn_trainers(
         "samples",
         _samples(
@@ -172,22 +181,23 @@ def test_trainers_are_learned_from_pid_samples_replaced_forgotten_and_bounded(tm
             ]
         ),
     )
-    assert monitoring.checkin("n1", "10.0.0.1", {"last_sample": None}) == {101: "a"}
-    assert monitoring.checkin("n2", "10.0.0.2", {"last_sample": None}) == {201: "b"}
+    assert agents("10.0.0.1") == {101: "a"}
+    assert agents("10.0.0.2") == {201: "b"}
 
     monitoring.learn_trainers("samples", _samples([("agent", "10.0.0.1", "b", "pid", 102.0)]))  # b moved
-    assert monitoring.checkin("n1", "10.0.0.1", {"last_sample": None}) == {101: "a", 102: "b"}
-    assert monitoring.checkin("n2", "10.0.0.2", {"last_sample": None}) == {}
+    assert agents("10.0.0.1") == {101: "a", 102: "b"}
+    assert agents("10.0.0.2") == {}
 
     ended = batch_from_rows("events", [{"type": "trial_error", "agent": "a", "payload": "{}"}], now=1.0e9)
     monitoring.learn_trainers("events", ended)
-    assert monitoring.checkin("n1", "10.0.0.1", {"last_sample": None}) == {102: "b"}
+    assert agents("10.0.0.1") == {102: "b"}
 
     monkeypatch.setattr(module, "MAX_TRAINERS", 2)
     monitoring.learn_trainers(
         "samples", _samples([("agent", "10.0.0.1", "c", "pid", 103.0), ("agent", "10.0.0.1", "d", "pid", 104.0)])
     )
-    assert monitoring.checkin("n1", "10.0.0.1", {"last_sample": None}) == {103: "c", 104: "d"}, "b, oldest, went"
+    assert agents("10.0.0.1") == {103: "c", 104: "d"}, "b, oldest, went"
+    store.close()
 
 
 def test_a_new_aggregator_on_old_data_waits_to_be_asked_then_announces_nothing_twice(ray_session, tmp_path) -> None:
