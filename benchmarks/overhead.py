@@ -2,6 +2,7 @@
 
     python benchmarks/overhead.py              # 5 rounds of 3 runs, about 8 minutes on 2 cores
     python benchmarks/overhead.py --quick      # one small round, a smoke test
+    python benchmarks/overhead.py --idle 40    # no job: what elitemon's processes cost, and add to Ray's
 
 Three variants of the very same job (8 Q-learning agents on Taxi under Tune's PBT, a fixed number
 of iterations), run in rounds, alternating, so that drift of the machine hits them all alike:
@@ -194,10 +195,20 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--episodes", type=int, default=100, help="training episodes per iteration")
+    parser.add_argument(
+        "--idle",
+        type=float,
+        metavar="SECONDS",
+        help="instead: measure, with no job running, the CPU of Ray's own processes without and then with "
+        "elitemon's aggregator and node monitor, and of those two processes, over SECONDS each",
+    )
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.agents, args.iterations, args.episodes = 1, 4, 6, 20
     ray.init(address="local", include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    if args.idle:
+        measure_idle(args.idle)
+        return
     args.cpus = ray.cluster_resources()["CPU"]
     print(
         f"{args.agents} agents, {args.iterations} iterations of {args.episodes} episodes, "
@@ -217,6 +228,32 @@ def main() -> None:
                 )
     ray.shutdown()
     report(runs, args.cpus)
+
+
+def measure_idle(seconds: float, repeats: int = 2) -> None:
+    """The idle cost of monitoring: what elitemon's processes use, and what they add to Ray's own
+    (windows without and with elitemon, alternating `repeats` times: the machine drifts)."""
+    system = _ray_system_processes()
+
+    def rates(*groups: list[psutil.Process]) -> list[float]:
+        before = [_cpu_seconds(group) for group in groups]
+        time.sleep(seconds)  # the measurement window itself, not a synchronisation
+        return [(_cpu_seconds(group) - b) / seconds * 1000 for group, b in zip(groups, before, strict=True)]
+
+    for repeat in range(repeats):
+        (bare,) = rates(system)
+        with tempfile.TemporaryDirectory(prefix="elitemon-overhead-") as workdir:
+            name = f"overhead-idle-{repeat}"
+            aggregator = start_aggregator(StoreConfig(data_dir=Path(workdir)), name=name)
+            start_monitoring(aggregator_name=name)
+            _wait_for_heartbeats(aggregator)
+            with_elitemon, own = rates(system, _actor_processes(aggregator))
+            ray.kill(aggregator, no_restart=True)  # its node monitor ends with it
+            _wait_until_gone(name)
+        print(
+            f"idle, ms of CPU a second: Ray's processes {bare:.2f} without elitemon, {with_elitemon:.2f} with it "
+            f"({with_elitemon - bare:+.2f}); elitemon's aggregator and node monitor {own:.2f}"
+        )
 
 
 def report(runs: list[Run], cpus: float) -> None:
