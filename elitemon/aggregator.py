@@ -37,9 +37,9 @@ log = logging.getLogger(__name__)
 NAMESPACE = "elitemon"
 NAME = "aggregator"
 #: Separate thread pools, so that ingest blocked by back-pressure never starves health checks and
-#: queries, a slow query never holds up ingest, and a monitor flush (which waits on every node
-#: monitor) holds up neither.
-CONCURRENCY_GROUPS = {"ingest": 4, "query": 4, "control": 2}
+#: queries, a slow query never holds up ingest, a monitor flush (which waits on every node monitor)
+#: holds up neither, and the node monitors' check-ins never wait behind a flush or a stop.
+CONCURRENCY_GROUPS = {"ingest": 4, "query": 4, "control": 2, "checkin": 1}
 #: Arrow's allocator (mimalloc) returns freed pages to the OS almost at once by default; at ingest
 #: rates every batch then faults fresh pages in again, and the kernel time spent on that was half
 #: of all CPU time in benchmarks/ingest.py. Keeping freed pages for a second removes it.
@@ -134,7 +134,7 @@ class Aggregator:
         """A node's NodeMonitor handle, or None."""
         return None if self._monitoring is None else self._monitoring.monitor(node_id)
 
-    @ray.method(concurrency_group="control")
+    @ray.method(concurrency_group="checkin")
     def monitor_checkin(self, node_id: str, node_ip: str, report: dict) -> dict:
         """A node monitor's heartbeat (`report`: last_sample, pid, run); returns which trainer process
         on its node trains which agent (`agents`), and whether its loop should go on (`keep_running`:
