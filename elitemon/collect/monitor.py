@@ -130,8 +130,8 @@ class NodeMonitor:
 
     def _check_in(self) -> None:
         """Take the reply of the last check-in if it has come (the node's trainer processes, and
-        whether to go on), and send the next when due. Never waits: an aggregator that is away delays the mapping, not
-        the samples."""
+        whether to go on), and send the next when due. Never waits: an aggregator that is away
+        delays the mapping, not the samples."""
         if self._checkin is not None:
             ready, _ = ray.wait([self._checkin], timeout=0)
             if not ready:

@@ -1,5 +1,7 @@
 """The monitor controller inside the aggregator: it resumes after the aggregator restarts, without
-announcing the node twice, and stays stopped once stopped."""
+announcing the node twice, and stays stopped once stopped; it starts a killed or restarted monitor's
+sampling loop again and keeps it sampling across a flush; and it learns which process trains which
+agent from the stored `pid` samples, for the monitors' check-ins."""
 
 from __future__ import annotations
 
@@ -70,6 +72,11 @@ def test_settings_must_be_positive() -> None:
         MonitorSettings(sample_interval_s=0)
 
 
+def _heartbeat_after(aggregator, node: str, moment: float) -> bool:
+    beat = _heartbeating(aggregator).get(node, {}).get("last_heartbeat")
+    return beat is not None and beat > moment
+
+
 def _dead(actor) -> bool:
     try:
         ray.get(actor.__ray_ready__.remote(), timeout=10)
@@ -95,16 +102,14 @@ def test_a_killed_monitor_is_replaced_without_a_second_node_up(aggregator_handle
 
     def replaced() -> bool:
         monitor = ray.get(aggregator_handle.node_monitor.remote(node))
-        beat = _heartbeating(aggregator_handle).get(node, {}).get("last_heartbeat")
-        return monitor is not None and monitor._actor_id != first._actor_id and beat is not None and beat > killed_at
+        return (
+            monitor is not None
+            and monitor._actor_id != first._actor_id
+            and _heartbeat_after(aggregator_handle, node, killed_at)
+        )
 
     wait_for(replaced, timeout_s=60, what="a new monitor sampling")
     assert _node_ups(Client(aggregator_handle, name=aggregator_name), node) == 1
-
-
-def _heartbeat_after(aggregator, node: str, moment: float) -> bool:
-    beat = _heartbeating(aggregator).get(node, {}).get("last_heartbeat")
-    return beat is not None and beat > moment
 
 
 def test_a_restarted_monitor_samples_again_and_flush_keeps_it_sampling(aggregator_handle, aggregator_name: str) -> None:
