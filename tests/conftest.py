@@ -37,15 +37,17 @@ def require_tool(name: str) -> str:
     return path
 
 
-def wait_for(condition: Callable[[], T], *, timeout_s: float = 30.0, what: str = "condition") -> T:
-    """Poll `condition` until it returns something truthy, and return that; fail after `timeout_s`.
-    The synchronisation for things that happen in other threads, processes or actors."""
+def wait_for(
+    condition: Callable[[], T], *, timeout_s: float = 30.0, what: str = "condition", poll_s: float = 0.01
+) -> T:
+    """Poll `condition` every `poll_s` until it returns something truthy, and return that; fail after
+    `timeout_s`. The synchronisation for things that happen in other threads, processes or actors."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
-        time.sleep(0.01)
+        time.sleep(poll_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 

@@ -10,7 +10,7 @@ import ray
 from ray import tune
 from ray.tune.schedulers import PopulationBasedTraining
 
-from elitemon.aggregator import start_aggregator
+from elitemon.aggregator import get_aggregator, start_aggregator
 from elitemon.client import Client
 from elitemon.collect import start_monitoring
 from elitemon.config import StoreConfig
@@ -28,7 +28,24 @@ class Climber(tune.Trainable):
 
     def step(self) -> dict:
         self.position += self.config["lr"] * (1.0 - self.position) * self.config.get("shaping", 1.0)
+        if self.iteration + 1 == ITERATIONS and "hold_until_sampled_by" in self.config:
+            self._hold_until_sampled(self.config["hold_until_sampled_by"])
         return {"score": self.position, "episodes_per_s": 100.0 + self.iteration}  # Tune adds pid, node_ip
+
+    def _hold_until_sampled(self, aggregator_name: str) -> None:
+        """Keep this process alive until a node monitor has sampled it as this trial's trainer.
+
+        A short run can end before its first result (which carries the pid) has travelled from the
+        callback to the aggregator and on to the node monitor's next check-in; the trial's end then
+        forgets the mapping before any sample is taken.
+        """
+        client = Client(get_aggregator(name=aggregator_name))
+        wait_for(
+            lambda: client.latest(kind="agent", metric="process_rss_bytes", source=self.trial_id).num_rows > 0,
+            timeout_s=60,
+            what=f"a sample of trial {self.trial_id}'s process",
+            poll_s=0.1,  # four trainers share two cores with the monitor and the aggregator they wait on
+        )
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         Path(checkpoint_dir, "state.json").write_text(json.dumps({"position": self.position}))
@@ -161,7 +178,11 @@ def test_pbt_exploits_match_pbt_global_txt(ray_session, tmp_path: Path, aggregat
         quantile_fraction=0.5,
         hyperparam_mutations={"lr": tune.uniform(0.01, 0.5), "shaping": [0.25, 0.5, 1.0]},
     )
-    space = {"lr": tune.uniform(0.01, 0.5), "shaping": tune.choice([0.25, 0.5, 1.0])}
+    space = {
+        "lr": tune.uniform(0.01, 0.5),
+        "shaping": tune.choice([0.25, 0.5, 1.0]),
+        "hold_until_sampled_by": aggregator_name,
+    }
     experiment, handle, reported = run(tmp_path, "pbt", scheduler, space, aggregator_name, monitor_nodes=True)
     client = check_run(experiment, handle, reported)
     assert client.latest(kind="node", metric="heartbeat").num_rows == 1, "the callback started node monitoring"
