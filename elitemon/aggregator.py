@@ -176,6 +176,9 @@ def start_aggregator(
         "num_cpus": 0,
         "scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
         "runtime_env": {"env_vars": ALLOCATOR_ENV},
+        # Ingests and check-ins are bookkeeping: as task events each would be sent to the GCS and
+        # listed in Ray's dashboard among the user's tasks, thousands an hour, at a CPU cost there.
+        "enable_task_events": False,
     }
     if detached:
         options["lifetime"] = "detached"

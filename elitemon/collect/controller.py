@@ -256,6 +256,7 @@ class MonitorController:
                 num_cpus=0,
                 max_restarts=-1,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+                enable_task_events=False,  # as the aggregator's: its calls are bookkeeping, not the user's tasks
             )
             .remote(
                 node_id,

@@ -3,6 +3,7 @@ against a Ray head started for the test. Either way its exploits and results end
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,17 @@ def test_runs_under_ray_job_submit(ray_head: tuple[str, dict], tmp_path: Path) -
     # Under a job, Tune writes pbt_global.txt to the driver's local staging directory, and does not
     # sync it to the results directory before the job ends: the count is checked by the test above.
     check_stored(tmp_path / "data")
+    listed = subprocess.run(
+        [sys.executable, "-m", "ray.scripts.scripts", "list", "tasks", "--address", address]
+        + ["--format", "json", "--limit", "10000"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    names = {task["name"] for task in json.loads(listed.stdout)}
+    assert any(name.endswith(".train") for name in names), f"the trainers' tasks are listed: {sorted(names)}"
+    assert not any("Aggregator" in name or "NodeMonitor" in name for name in names), (
+        "elitemon's bookkeeping calls stay out of Ray's task list"
+    )
