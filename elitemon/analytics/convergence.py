@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from elitemon.analytics._frames import require_columns
-from elitemon.analytics.learning_curves import MIN_POINTS, LearningCurve, fit_learning_curve
+from elitemon.analytics.learning_curves import MIN_POINTS, LearningCurve, NothingToExtrapolate, fit_learning_curve
 
 DEFAULT_METRIC = "mean_return"
 #: A generation counts once at least this fraction of the agents (the most seen at any one
@@ -78,7 +78,8 @@ class ConvergenceReport:
     mean_improvement_per_generation: float | None
     stall_generations: int
     seconds_per_generation: float | None
-    forecast: ConvergenceForecast | None  # None with fewer than MIN_POINTS generations
+    forecast: ConvergenceForecast | None  # None when `no_forecast_reason` says why
+    no_forecast_reason: str | None
     hours_remaining: float | None
     hours_remaining_low: float | None
     hours_remaining_high: float | None
@@ -197,10 +198,9 @@ def forecast_convergence(
     P(score >= target) at last_generation + horizon_generations (capped to the forecast range).
 
     Flat: the first generation g where expected(g + flat_window) - expected(g) < flat_tolerance
-    (default: FLAT_FRACTION of the observed score range); gaining at most the
-    tolerance counts as flat, so a constant curve is flat at once; the level is expected(g). Its interval
-    comes from the ensemble members' own flattening generations (weighted 10% and 90% quantiles):
-    model spread only, not calibrated like the target's.
+    (default: FLAT_FRACTION of the observed score range); gaining at most the tolerance counts as
+    flat; the level is expected(g). Its interval comes from the ensemble members' own flattening
+    generations (weighted 10% and 90% quantiles): model spread only, not calibrated like the target's.
     """
     if horizon_generations is not None and horizon_generations < 1:
         raise ValueError(f"horizon_generations must be at least 1, but got {horizon_generations=}.")
@@ -278,8 +278,10 @@ def convergence_report(
     """Progress, stall and forecast of the population's best `metric`, from the samples table.
 
     The improvements per generation are averaged over the last `window` generations; the forecast
-    (None with fewer than MIN_POINTS complete generations) is of the best score per generation,
-    converted to hours at `seconds_per_generation`. Raises ValueError when `samples` has no score.
+    is of the best score per generation, converted to hours at `seconds_per_generation`. There is
+    none, and `no_forecast_reason` says so, with fewer than MIN_POINTS complete generations or a
+    best score that has not moved (`NothingToExtrapolate`). Raises ValueError when `samples` has no
+    score.
     """
     if window < 1:
         raise ValueError(f"window must be at least 1, but got {window=}.")
@@ -289,10 +291,16 @@ def convergence_report(
     last = progress.iloc[-1]
     recent = progress.iloc[-(window + 1) :]
     gap = float(recent.index[-1] - recent.index[0])
-    forecast = None
-    if len(progress) >= MIN_POINTS:
-        curve = fit_learning_curve(progress.index.to_numpy(), progress["best"].to_numpy())
-        forecast = forecast_convergence(curve, target=target, horizon_generations=horizon_generations)
+    forecast, no_forecast_reason = None, None
+    if len(progress) < MIN_POINTS:
+        no_forecast_reason = f"a forecast needs {MIN_POINTS} complete generations; there are {len(progress)}"
+    else:
+        try:
+            curve = fit_learning_curve(progress.index.to_numpy(), progress["best"].to_numpy())
+        except NothingToExtrapolate as flat:
+            no_forecast_reason = str(flat)
+        else:
+            forecast = forecast_convergence(curve, target=target, horizon_generations=horizon_generations)
     seconds = seconds_per_generation(samples, metric=metric)
 
     def hours(generations: int | None) -> float | None:
@@ -310,6 +318,7 @@ def convergence_report(
         stall_generations=stall_generations(progress["best"], tolerance=tolerance),
         seconds_per_generation=seconds,
         forecast=forecast,
+        no_forecast_reason=no_forecast_reason,
         hours_remaining=hours(forecast.generations_remaining) if forecast else None,
         hours_remaining_low=hours(forecast.generations_remaining_low) if forecast else None,
         hours_remaining_high=hours(forecast.generations_remaining_high) if forecast else None,

@@ -25,7 +25,7 @@ from elitemon.analytics.anomaly import RobustDetector, detect_anomalies
 from elitemon.analytics.convergence import agent_scores, forecast_convergence, population_progress
 from elitemon.analytics.diversity import PARAM_COLUMN_PREFIX, diversity_over_generations, infer_specs
 from elitemon.analytics.importance import config_scores, hyperparameter_importance
-from elitemon.analytics.learning_curves import MIN_POINTS, fit_learning_curve
+from elitemon.analytics.learning_curves import MIN_POINTS, NothingToExtrapolate, fit_learning_curve
 from elitemon.analytics.migration import Lineage, exploit_counts, lineage, migration_stats
 from elitemon.analytics.population import (
     DEFAULT_RATE_METRIC,
@@ -393,7 +393,10 @@ def _forecast(samples: pd.DataFrame, metric: str, target: float | None) -> tuple
     progress = population_progress(samples, metric=metric)
     if len(progress) < MIN_POINTS:
         return None, f"a forecast needs {MIN_POINTS} complete generations; there are {len(progress)}"
-    curve = fit_learning_curve(progress.index.to_numpy(), progress["best"].to_numpy())
+    try:
+        curve = fit_learning_curve(progress.index.to_numpy(), progress["best"].to_numpy())
+    except NothingToExtrapolate as flat:
+        return None, str(flat)
     result = forecast_convergence(curve, target=target)
     last = int(curve.last_generation)
     ahead = max(FORECAST_MIN_AHEAD, math.ceil(FORECAST_AHEAD_FRACTION * curve.span))

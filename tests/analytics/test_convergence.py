@@ -19,7 +19,7 @@ from elitemon.analytics.convergence import (
     seconds_per_generation,
     stall_generations,
 )
-from elitemon.analytics.learning_curves import MIN_POINTS, fit_learning_curve, robust_noise
+from elitemon.analytics.learning_curves import MIN_POINTS, NothingToExtrapolate, fit_learning_curve, robust_noise
 
 T0 = pd.Timestamp("2026-01-01", tz="UTC")
 
@@ -222,12 +222,11 @@ def test_probability_and_quantile_agree() -> None:
         assert float(curve.probability_at_least(value, 60.0)) == pytest.approx(1 - p, abs=1e-9)
 
 
-def test_a_constant_curve_is_forecast_constant_and_certain() -> None:
-    curve = fit_learning_curve(np.arange(1, 11), np.full(10, 4.0))
-    assert curve.expected(20.0) == pytest.approx(4.0, abs=1e-6)
-    low, high = curve.interval(20.0)
-    assert float(high - low) == pytest.approx(0.0, abs=1e-6)
-    assert float(curve.probability_at_least(4.5, 20.0)) == 0.0
+def test_a_constant_curve_is_not_extrapolated() -> None:
+    with pytest.raises(NothingToExtrapolate, match="scores are all 4 over generations 1 to 10"):
+        fit_learning_curve(np.arange(1, 11), np.full(10, 4.0))
+    with pytest.raises(NothingToExtrapolate):  # NaNs dropped, what remains is constant
+        fit_learning_curve(np.arange(1, 12), np.r_[np.full(10, 0.0), np.nan])
 
 
 def test_nan_scores_are_dropped_and_generations_sorted() -> None:
@@ -312,15 +311,6 @@ def test_a_target_already_reached_is_zero_generations_away() -> None:
     assert forecast.probability_within_horizon == pytest.approx(1.0)
 
 
-def test_a_constant_curve_never_reaches_a_higher_target_and_is_flat_now() -> None:
-    curve = fit_learning_curve(np.arange(1, 11), np.full(10, 4.0))
-    forecast = forecast_convergence(curve, target=5.0, horizon_generations=10)
-    assert (forecast.generations_remaining, forecast.generations_remaining_high) == (None, None)
-    assert forecast.probability_within_horizon == 0.0
-    flat = forecast_convergence(curve)
-    assert (flat.goal, flat.generations_remaining, flat.level) == (Goal.FLAT, 0, pytest.approx(4.0))
-
-
 def test_flatness_by_hand() -> None:
     generations = np.arange(1, 16.0)
     curve = fit_learning_curve(generations, 10.0 - 8.0 * np.exp(-generations / 5.0))
@@ -371,8 +361,17 @@ def test_report_by_hand() -> None:
 def test_report_without_enough_generations_has_no_forecast() -> None:
     report = convergence_report(scores_frame({"a": [1.0, 2.0, 2.0]}), target=5.0)
     assert report.forecast is None and report.hours_remaining is None
+    assert report.no_forecast_reason == "a forecast needs 8 complete generations; there are 3"
     assert report.stall_generations == 1  # best 1, 2, 2: last record at generation 2
     assert report.best_improvement_per_generation == pytest.approx(0.5)  # (2 - 1) / 2
+
+
+def test_report_of_a_population_that_has_not_scored_yet_has_no_forecast_and_says_why() -> None:
+    # FrozenLake before any agent reaches the goal: every score 0, and PBT may lift them any time
+    report = convergence_report(scores_frame({"a": [0.0] * 10, "b": [0.0] * 10}), target=0.7, horizon_generations=5)
+    assert report.forecast is None and report.hours_remaining is None
+    assert (report.no_forecast_reason or "").startswith("scores are all 0 over generations 1 to 10")
+    assert report.stall_generations == 9
 
 
 def test_report_of_a_single_generation() -> None:

@@ -67,4 +67,4 @@ def test_importance_evaluation_compares_forest_and_spearman() -> None:
 
 def test_forecast_evaluation_compares_with_both_baselines() -> None:
     out = _run("forecast_eval.py", "--quick")
-    assert "/last" in out and "/linear" in out and "cover80" in out
+    assert "/last" in out and "/linear" in out and "cover80" in out and "abstained" in out

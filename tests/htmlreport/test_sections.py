@@ -166,6 +166,13 @@ def test_forecast_starts_at_the_last_generation_and_runs_past_it():
         assert forecast.generations[-1] >= 12 + forecast.remaining_high
 
 
+def test_a_best_score_that_has_not_moved_gets_a_note_instead_of_a_forecast():
+    rows = [sample(agent, g, "mean_return", 0.0) for agent in AGENTS for g in range(1, 13)]
+    score = get_score_info(frame("samples", rows), metric="mean_return", target=0.7)
+    assert score.forecast is None
+    assert score.note is not None and score.note.startswith("scores are all 0 over generations 1 to 12")
+
+
 def test_diversity_overall_and_per_parameter_at_each_config_generation(tables):
     _, events, configs = tables
     params = searched_params(configs, events)
