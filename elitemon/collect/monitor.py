@@ -95,11 +95,16 @@ class NodeMonitor:
         while not (context.is_canceled() or self._superseded):
             if time.time() >= next_sample:
                 next_sample = time.time() + self._interval_s
+                # Neither a failed reading nor a failed check-in ends monitoring, and one does not
+                # skip the other: a monitor whose readings fail still hears that it should stop.
                 try:
                     self._sample_once(next_sample - self._interval_s)
-                    self._check_in()
-                except Exception:  # a failed reading or check-in must not end monitoring
+                except Exception:
                     log.exception("node monitor on %s: sampling failed", self._node_ip)
+                try:
+                    self._check_in()
+                except Exception:
+                    log.exception("node monitor on %s: check-in failed", self._node_ip)
             time.sleep(max(0.0, min(CANCEL_POLL_S, next_sample - time.time())))
 
     def flush(self, timeout: float = 10.0) -> bool:

@@ -1,7 +1,8 @@
 """The monitor controller inside the aggregator: it resumes after the aggregator restarts, without
 announcing the node twice, and stays stopped once stopped; it starts a killed or restarted monitor's
-sampling loop again and keeps it sampling across a flush; and it learns which process trains which
-agent from the stored `pid` samples, for the monitors' check-ins."""
+sampling loop again and keeps it sampling across a flush; a monitor whose readings fail still checks
+in; and the controller learns which process trains which agent from the stored `pid` samples, for
+the monitors' check-ins."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import ray
 from elitemon.client import Client
 from elitemon.collect import start_monitoring
 from elitemon.collect.controller import MonitorController, MonitorSettings
+from elitemon.collect.monitor import NodeMonitor
 from elitemon.producer import Producer, RaySink
 from elitemon.reporting import Reporter
 from elitemon.schema import batch_from_rows
@@ -129,6 +131,24 @@ def test_a_restarted_monitor_samples_again_and_flush_keeps_it_sampling(aggregato
     stored = client.samples(kind="node", metric="heartbeat", source=node).column("value").to_pylist()
     assert max(stored) > killed_at, "the flush stored what the restarted monitor sampled"
     wait_for(lambda: _heartbeat_after(aggregator_handle, node, flushed_at + 1), timeout_s=30, what="a sample after")
+
+
+class _BrokenSensors(NodeMonitor):
+    """A node monitor whose every reading fails (a sensor gone bad)."""
+
+    def _sample_once(self, now: float) -> None:
+        raise OSError("the sensors are gone")
+
+
+def test_a_monitor_whose_readings_fail_still_checks_in_and_hears_to_stop(aggregator_handle, aggregator_name) -> None:
+    # The aggregator is not monitoring, so the first check-in it gets answers "stop": the loop
+    # ends only if it checks in, and it must although every reading fails.
+    node = ray.get_runtime_context().get_node_id()
+    monitor = ray.remote(_BrokenSensors).options(num_cpus=0).remote(node, "127.0.0.1", aggregator_name=aggregator_name)
+    try:
+        ray.get(monitor.run.remote(1), timeout=60)
+    finally:
+        ray.kill(monitor)
 
 
 def test_a_monitor_maps_the_process_an_agent_reports_and_forgets_it_when_the_trial_ends(
