@@ -13,7 +13,8 @@ report a generation a second time, and then its latest report (by `ts`) is the o
 - `seconds_per_generation`: the median wall-clock time between an agent's consecutive generations.
 - `forecast_convergence`: generations until a target, or until the curve flattens, with an 80%
   interval and the probability of reaching the target within a horizon, from a fitted
-  `LearningCurve` (see learning_curves.py for the model and its calibration).
+  `LearningCurve` (see learning_curves.py for the model and its calibration); `fit_best_curve`
+  fits the population's best, or says why it cannot.
 - `convergence_report`: all of it from the samples table, with the forecast also in hours.
 """
 
@@ -266,6 +267,18 @@ def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, probabilities: 
     return [float(values[order][np.searchsorted(cumulative, p)]) for p in probabilities]
 
 
+def fit_best_curve(progress: pd.DataFrame) -> tuple[LearningCurve | None, str | None]:
+    """The learning curve of the population's best score (`population_progress`'s `best`), or None
+    and the reason there is none: fewer than MIN_POINTS complete generations, or a best score that
+    has not moved (`NothingToExtrapolate`)."""
+    if len(progress) < MIN_POINTS:
+        return None, f"a forecast needs {MIN_POINTS} complete generations; there are {len(progress)}"
+    try:
+        return fit_learning_curve(progress.index.to_numpy(), progress["best"].to_numpy()), None
+    except NothingToExtrapolate as flat:
+        return None, str(flat)
+
+
 def convergence_report(
     samples: pd.DataFrame,
     *,
@@ -291,16 +304,10 @@ def convergence_report(
     last = progress.iloc[-1]
     recent = progress.iloc[-(window + 1) :]
     gap = float(recent.index[-1] - recent.index[0])
-    forecast, no_forecast_reason = None, None
-    if len(progress) < MIN_POINTS:
-        no_forecast_reason = f"a forecast needs {MIN_POINTS} complete generations; there are {len(progress)}"
-    else:
-        try:
-            curve = fit_learning_curve(progress.index.to_numpy(), progress["best"].to_numpy())
-        except NothingToExtrapolate as flat:
-            no_forecast_reason = str(flat)
-        else:
-            forecast = forecast_convergence(curve, target=target, horizon_generations=horizon_generations)
+    curve, no_forecast_reason = fit_best_curve(progress)
+    forecast = None
+    if curve is not None:
+        forecast = forecast_convergence(curve, target=target, horizon_generations=horizon_generations)
     seconds = seconds_per_generation(samples, metric=metric)
 
     def hours(generations: int | None) -> float | None:

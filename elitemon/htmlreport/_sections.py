@@ -22,10 +22,9 @@ import numpy as np
 import pandas as pd
 
 from elitemon.analytics.anomaly import RobustDetector, detect_anomalies
-from elitemon.analytics.convergence import agent_scores, forecast_convergence, population_progress
+from elitemon.analytics.convergence import agent_scores, fit_best_curve, forecast_convergence, population_progress
 from elitemon.analytics.diversity import PARAM_COLUMN_PREFIX, diversity_over_generations, infer_specs
 from elitemon.analytics.importance import config_scores, hyperparameter_importance
-from elitemon.analytics.learning_curves import MIN_POINTS, NothingToExtrapolate, fit_learning_curve
 from elitemon.analytics.migration import Lineage, exploit_counts, lineage, migration_stats
 from elitemon.analytics.population import (
     DEFAULT_RATE_METRIC,
@@ -390,13 +389,9 @@ def _forecast(samples: pd.DataFrame, metric: str, target: float | None) -> tuple
     """The forecast from the last complete generation on: at least FORECAST_MIN_AHEAD generations and
     FORECAST_AHEAD_FRACTION of the observed span ahead, further to show the forecast crossing of the
     target (its 80% interval's late end included), never past the fit's forecast range."""
-    progress = population_progress(samples, metric=metric)
-    if len(progress) < MIN_POINTS:
-        return None, f"a forecast needs {MIN_POINTS} complete generations; there are {len(progress)}"
-    try:
-        curve = fit_learning_curve(progress.index.to_numpy(), progress["best"].to_numpy())
-    except NothingToExtrapolate as flat:
-        return None, str(flat)
+    curve, reason = fit_best_curve(population_progress(samples, metric=metric))
+    if curve is None:
+        return None, reason
     result = forecast_convergence(curve, target=target)
     last = int(curve.last_generation)
     ahead = max(FORECAST_MIN_AHEAD, math.ceil(FORECAST_AHEAD_FRACTION * curve.span))
