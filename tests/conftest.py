@@ -139,3 +139,13 @@ def open_store(data_dir: Path):
             return None
 
     return wait_for(opened, timeout_s=60, what=f"the aggregator to release {data_dir}")
+
+
+def store_frame(table: str, rows: list[dict]):
+    """Rows as the store hands them out (categorical identifiers, UTC microsecond timestamps), so
+    that analytics tests feed their functions what a query would."""
+    import pyarrow as pa
+
+    from elitemon.schema import batch_from_rows
+
+    return pa.Table.from_batches([batch_from_rows(table, rows)]).to_pandas()

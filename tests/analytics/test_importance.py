@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from elitemon.analytics.importance import (
@@ -15,14 +14,9 @@ from elitemon.analytics.importance import (
     hyperparameter_importance,
     spearman_matrix,
 )
-from elitemon.schema import batch_from_rows
+from tests.conftest import store_frame
 
 T0 = 1_700_000_000.0
-
-
-def frame(table: str, rows: list[dict]) -> pd.DataFrame:
-    """Rows as the store hands them out (categorical identifiers, UTC microsecond timestamps)."""
-    return pa.Table.from_batches([batch_from_rows(table, rows)]).to_pandas()
 
 
 def score(agent: str, generation: int, value: float, at: float, metric: str = "mean_return") -> dict:
@@ -76,7 +70,7 @@ def test_join_follows_tune_write_order() -> None:
     samples = [score("x", 1, 1.0, 1.0), score("x", 2, 2.0, 2.0), score("x", 2, 3.0, 3.0), score("x", 3, 4.0, 4.0)]
     samples += [score("y", 1, 5.0, 1.0), score("y", 2, 6.0, 2.0), score("x", 1, 99.0, 1.0, metric="loss")]
     samples += [score("x", 3, 7.0, 4.0, metric="episodes_per_s")]
-    joined = config_scores(frame("samples", samples), frame("configs", configs), metrics=["episodes_per_s"])
+    joined = config_scores(store_frame("samples", samples), store_frame("configs", configs), metrics=["episodes_per_s"])
     assert joined.params == ("lr", "opt") and joined.categorical == ("opt",)
     assert joined.metrics == ("mean_return", "episodes_per_s")
     assert joined.unmatched == 1  # y at generation 1
@@ -95,7 +89,7 @@ def test_triggering_result_keeps_the_old_config() -> None:
     so its score at generation 2 is the triggering one, trained with the old config."""
     configs = config("x", 0, 0.0, lr=0.1) + config("x", 2, 1.9, lr=0.2)
     samples = [score("x", 1, 1.0, 1.0), score("x", 2, 2.0, 2.0), score("x", 3, 4.0, 3.0)]
-    joined = config_scores(frame("samples", samples), frame("configs", configs))
+    joined = config_scores(store_frame("samples", samples), store_frame("configs", configs))
     assert joined.frame[["generation", "lr"]].to_numpy().tolist() == [[1, 0.1], [2, 0.1], [3, 0.2]]
 
 
@@ -104,7 +98,7 @@ def test_triggering_results_of_several_agents_in_any_order() -> None:
     configs = config("x", 0, 0.0, lr=0.1) + config("y", 0, 0.0, lr=0.3)
     configs += config("y", 2, 1.90, lr=0.4) + config("x", 2, 1.95, lr=0.2)
     samples = [score("x", 2, 1.0, 2.0), score("y", 2, 2.0, 2.1), score("x", 3, 3.0, 3.0), score("y", 3, 4.0, 3.1)]
-    joined = config_scores(frame("samples", samples), frame("configs", configs))
+    joined = config_scores(store_frame("samples", samples), store_frame("configs", configs))
     assert joined.frame[["agent", "generation", "lr"]].to_numpy().tolist() == [
         ["x", 2, 0.1],
         ["x", 3, 0.2],
@@ -117,7 +111,7 @@ def test_custom_loop_config_counts_from_the_next_result() -> None:
     """elitemon.report(agent, g, metrics, config=...) writes the config just after the result."""
     configs = config("x", 1, 1.1, lr=0.1) + config("x", 2, 2.1, lr=0.5)
     samples = [score("x", 1, 1.0, 1.0), score("x", 2, 2.0, 2.0), score("x", 3, 3.0, 3.0)]
-    joined = config_scores(frame("samples", samples), frame("configs", configs))
+    joined = config_scores(store_frame("samples", samples), store_frame("configs", configs))
     assert joined.unmatched == 1
     assert joined.frame[["generation", "lr"]].to_numpy().tolist() == [[2, 0.1], [3, 0.5]]
 
@@ -125,15 +119,15 @@ def test_custom_loop_config_counts_from_the_next_result() -> None:
 def test_param_with_a_text_value_is_categorical_and_missing_params_are_nan() -> None:
     configs = config("x", 0, 0.0, batch=32, act="relu") + config("y", 0, 0.0, batch="auto")
     samples = [score("x", 1, 1.0, 1.0), score("y", 1, 2.0, 1.0)]
-    joined = config_scores(frame("samples", samples), frame("configs", configs))
+    joined = config_scores(store_frame("samples", samples), store_frame("configs", configs))
     assert joined.categorical == ("act", "batch")
     assert joined.frame["batch"].tolist() == ["32", "auto"]  # the stored text of each
     assert joined.frame["act"].isna().tolist() == [False, True]
 
 
 def test_join_checks_its_arguments() -> None:
-    configs = frame("configs", config("x", 0, 0.0, lr=0.1))
-    samples = frame("samples", [score("x", 1, 1.0, 1.0)])
+    configs = store_frame("configs", config("x", 0, 0.0, lr=0.1))
+    samples = store_frame("samples", [score("x", 1, 1.0, 1.0)])
     with pytest.raises(ValueError, match="configs is missing columns \\['text'\\]"):
         config_scores(samples, configs.drop(columns=["text"]))
     with pytest.raises(ValueError, match="samples is missing columns"):
@@ -143,7 +137,7 @@ def test_join_checks_its_arguments() -> None:
 
 
 def test_empty_input_gives_an_empty_table_that_importance_refuses() -> None:
-    joined = config_scores(frame("samples", [])[:0], frame("configs", [])[:0])
+    joined = config_scores(store_frame("samples", [])[:0], store_frame("configs", [])[:0])
     assert joined.frame.empty and joined.params == () and joined.unmatched == 0
     with pytest.raises(ValueError, match="table: no hyperparameters"):
         hyperparameter_importance(joined)
@@ -265,6 +259,6 @@ def test_importance_refuses_what_it_cannot_rank() -> None:
 def test_one_agent_has_nothing_to_compare_within_a_generation() -> None:
     configs = config("x", 0, 0.0, lr=0.1)
     samples = [score("x", g, float(g), float(g)) for g in range(1, 13)]
-    joined = config_scores(frame("samples", samples), frame("configs", configs))
+    joined = config_scores(store_frame("samples", samples), store_frame("configs", configs))
     with pytest.raises(ValueError, match="does not vary within generations"):
         hyperparameter_importance(joined)

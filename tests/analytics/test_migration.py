@@ -20,7 +20,6 @@ import dataclasses
 import json
 
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from elitemon.analytics.migration import (
@@ -34,14 +33,9 @@ from elitemon.analytics.migration import (
     migration_outcomes,
     migration_stats,
 )
-from elitemon.schema import batch_from_rows
+from tests.conftest import store_frame
 
 T0 = 1_700_000_000.0
-
-
-def frame(table: str, rows: list[dict]) -> pd.DataFrame:
-    """Rows as the store hands them out (categorical identifiers, UTC microsecond timestamps)."""
-    return pa.Table.from_batches([batch_from_rows(table, rows)]).to_pandas()
 
 
 def score(agent: str, generation: int, value: float, at: float, node: str = "n1") -> dict:
@@ -91,7 +85,7 @@ def run() -> tuple[pd.DataFrame, pd.DataFrame]:
         event("migration_failed", 63.0, "b", 6, {"source": "a"}),
         event("trial_complete", 70.0, "a", 6, {}),
     ]
-    return frame("samples", rows), frame("events", events)
+    return store_frame("samples", rows), store_frame("events", events)
 
 
 def test_exploits_reads_payload_and_cross_node(run) -> None:
@@ -131,7 +125,7 @@ def test_migration_stats_by_hand(run) -> None:
 
 
 def test_outcome_belongs_to_the_latest_exploit_before_it() -> None:
-    events = frame(
+    events = store_frame(
         "events",
         [
             event("migration_completed", 1.0, "x", 1, {"latency_s": 3.0, "source": "old"}),  # its exploit: unseen
@@ -150,7 +144,7 @@ def test_outcome_belongs_to_the_latest_exploit_before_it() -> None:
 
 
 def test_unknown_nodes_leave_the_cross_node_share() -> None:
-    events = frame(
+    events = store_frame(
         "events",
         [exploit(1.0, "x", "y", 1, 1, node="n1", source_node=None), exploit(2.0, "y", "x", 1, 1, source_node="n2")],
     )
@@ -203,14 +197,14 @@ def test_ray_tune_2_60_order_with_the_previous_iteration() -> None:
     (Tune had not yet recorded the result that triggered it), the triggering result (generation 4) is
     written 1 ms after the event, and the trial restored from its source's generation 2 reports
     generations 3 and 4 again."""
-    samples = frame(
+    samples = store_frame(
         "samples",
         [score("x", 1, 0.411, 0.255), score("x", 2, 0.653, 0.641), score("x", 3, 0.796, 2.462)]
         + [score("x", 4, 0.880, 2.711), score("x", 3, 0.985, 3.142), score("x", 4, 0.993, 3.558)]
         + [score("x", 5, 0.996, 4.697), score("x", 6, 0.998, 4.938)]
         + [score("y", g, 1.0, g) for g in range(1, 7)],
     )
-    events = frame("events", [exploit(2.710, "x", "y", 3, 2)])
+    events = store_frame("events", [exploit(2.710, "x", "y", 3, 2)])
     effects = exploit_effects(samples, events, k=2)
     # the triggering result: generation 3 or 4, closest in time to 2.710: 0.880 (ts 2.711), not 0.796
     # after the restore at 2: generations 3, 4 = 0.985, 0.993: gain 0.993 - 0.880 = 0.113
@@ -226,12 +220,12 @@ def test_ray_tune_2_60_order_with_the_previous_iteration() -> None:
 def test_custom_loop_order_and_missing_source_generation() -> None:
     """A custom loop reports the score before calling report_exploit; without a source_generation the
     copy's first reported generation - 1 is taken as where it continues from."""
-    samples = frame(
+    samples = store_frame(
         "samples",
         [score("x", 1, 2.0, 1), score("x", 2, 1.0, 2), score("x", 5, 6.0, 4), score("x", 6, 3.0, 5)]
         + [score("y", g, 5.0, g) for g in range(1, 7)],
     )
-    events = frame("events", [exploit(3.0, "x", "y", 2, None)])
+    events = store_frame("events", [exploit(3.0, "x", "y", 2, None)])
     effects = exploit_effects(samples, events, k=2)
     # before: x's score at generation 2, written at ts 2 (before the exploit at ts 3): 1.0
     # after the restore x reports generations 5, 6, so it continues from 4: window 5, 6; after = 3.0
@@ -242,12 +236,12 @@ def test_custom_loop_order_and_missing_source_generation() -> None:
 
 
 def test_nan_score_and_exploit_without_generation() -> None:
-    samples = frame(
+    samples = store_frame(
         "samples",
         [score("x", 1, 1.0, 1), score("x", 2, float("nan"), 5), score("x", 3, 4.0, 6)]
         + [score("y", g, 5.0, g) for g in range(1, 4)],
     )
-    events = frame("events", [exploit(2.0, "x", "y", None, 1)])
+    events = store_frame("events", [exploit(2.0, "x", "y", None, 1)])
     effects = exploit_effects(samples, events, k=2)
     # no generation: no score at the exploit can be found, so it is not evaluated
     assert effects["score_before"].isna().all() and effects["improved"].isna().all()
@@ -304,8 +298,8 @@ def test_empty_inputs_give_empty_results(run) -> None:
 
 
 def test_one_agent_without_exploits_is_all_control() -> None:
-    samples = frame("samples", [score("x", g, v, g) for g, v in enumerate((1.0, 1.0, 2.0, 2.0), start=1)])
-    no_events = frame("events", [event("trial_start", 0.0, "x", 0, {})])
+    samples = store_frame("samples", [score("x", g, v, g) for g, v in enumerate((1.0, 1.0, 2.0, 2.0), start=1)])
+    no_events = store_frame("events", [event("trial_start", 0.0, "x", 0, {})])
     result = exploit_effectiveness(samples, no_events, k=1)
     # windows 1->2 (1 > 1 no), 2->3 (2 > 1 yes), 3->4 (2 > 2 no): constant scores never count as improving
     assert (result.exploits, result.control_windows, result.control_improved) == (0, 3, 1)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from elitemon.cli import main
@@ -20,6 +19,7 @@ from elitemon.config import StoreConfig
 from elitemon.htmlreport import SECTIONS, build_report, load_run, query_aggregator, read_data_dir
 from elitemon.schema import batch_from_rows
 from elitemon.store import Store
+from tests.conftest import store_frame
 
 T0 = time.time() - 3600.0  # recent: the store refuses rows from the future and expires old ones
 OPERATIONS = {"lr": "* 1.2", "gamma": "resample"}
@@ -108,9 +108,7 @@ def synthetic_run(
 
 def frames(rows: dict[str, list[dict]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The rows as the store hands them out (categorical ids, UTC microsecond timestamps)."""
-    return tuple(
-        pa.Table.from_batches([batch_from_rows(t, rows[t])]).to_pandas() for t in ("samples", "events", "configs")
-    )
+    return tuple(store_frame(t, rows[t]) for t in ("samples", "events", "configs"))
 
 
 class _Page(HTMLParser):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from elitemon.analytics.importance import config_scores, hyperparameter_importance
@@ -40,7 +39,7 @@ from elitemon.htmlreport._sections import (
     get_score_info,
     searched_params,
 )
-from elitemon.schema import batch_from_rows
+from tests.conftest import store_frame
 
 T0 = 1_767_225_600.0  # 2026-01-01 UTC
 AGENTS = ("a", "b", "c", "d")
@@ -51,11 +50,6 @@ SCORES = {
     "d": (3, 3, 3, 3, 3, 3),
 }
 OPERATIONS = {"lr": "* 1.2", "gamma": "resample"}
-
-
-def frame(table: str, rows: list[dict]) -> pd.DataFrame:
-    """Rows as the store hands them out (categorical identifiers, UTC microsecond timestamps)."""
-    return pa.Table.from_batches([batch_from_rows(table, rows)]).to_pandas()
 
 
 def sample(agent: str, generation: int, metric: str, value: float) -> dict:
@@ -112,7 +106,7 @@ def run(generations: int = 6, operations: dict | None = OPERATIONS) -> tuple[pd.
         + configs_rows(T0, "d", 0, 0.4, 0.95, 44)
         + configs_rows(T0 + 36, "c", 3, 0.24, 0.95, 22)
     )
-    return frame("samples", samples), frame("events", events), frame("configs", configs)
+    return store_frame("samples", samples), store_frame("events", events), store_frame("configs", configs)
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +148,7 @@ def test_forecast_starts_at_the_last_generation_and_runs_past_it():
         for agent in AGENTS
         for g in range(1, 13)
     ]
-    score = get_score_info(frame("samples", rows), metric="mean_return", target=9.5)
+    score = get_score_info(store_frame("samples", rows), metric="mean_return", target=9.5)
     forecast = score.forecast
     assert forecast is not None and score.note is None
     assert forecast.generations[0] == 12
@@ -168,7 +162,7 @@ def test_forecast_starts_at_the_last_generation_and_runs_past_it():
 
 def test_a_best_score_that_has_not_moved_gets_a_note_instead_of_a_forecast():
     rows = [sample(agent, g, "mean_return", 0.0) for agent in AGENTS for g in range(1, 13)]
-    score = get_score_info(frame("samples", rows), metric="mean_return", target=0.7)
+    score = get_score_info(store_frame("samples", rows), metric="mean_return", target=0.7)
     assert score.forecast is None
     assert score.note is not None and score.note.startswith("scores are all 0 over generations 1 to 12")
 
@@ -249,7 +243,7 @@ def test_anomaly_flags_the_dip_and_keeps_its_stream():
     values[45] = 20.0
     rows = [sample("a", g + 1, "episodes_per_s", v) for g, v in enumerate(values)]
     rows += [sample("b", g + 1, "episodes_per_s", 100.0 + g % 2) for g in range(60)]
-    info = get_anomaly_info(frame("samples", rows), metric="episodes_per_s")
+    info = get_anomaly_info(store_frame("samples", rows), metric="episodes_per_s")
     # A warm-up of min(30, max(10, 60 // 3)) = 20 points, so 40 are scored.
     assert info.rows == (AnomalyRow("a", 60, 40, 1), AnomalyRow("b", 60, 40, 0))
     (stream,) = info.streams  # only streams with flagged points are drawn
@@ -270,7 +264,7 @@ def test_anomaly_on_short_streams_draws_one_unscored_stream(tables):
 
 def test_score_metric_choice():
     def agent_metrics(*names: str) -> pd.DataFrame:
-        return frame("samples", [sample("a", 1, name, 1.0) for name in names])
+        return store_frame("samples", [sample("a", 1, name, 1.0) for name in names])
 
     assert choose_score_metric(agent_metrics("mean_return", "reward")) == "mean_return"
     assert choose_score_metric(agent_metrics("reward", "time_this_iter_s", "episodes_total", "steps_per_s")) == "reward"
