@@ -23,6 +23,12 @@ quarter and perturbs each hyperparameter (x0.8 or x1.2, or a fresh draw with pro
 Tune's PBT does. The population's best and mean score per iteration, and each agent's score (with
 the jumps of its exploits), are the curves. They are real
 training curves (nothing about them is made up), but from this loop, not from a Tune run.
+
+A real curve's trend is exact too: the expected return of each agent's greedy policy at each
+iteration, by finite-horizon policy evaluation on the environment's own transition table
+(`GreedyReturn`). The scores the forecaster sees are, as in the demo, the mean return of 20 greedy
+episodes, so they carry evaluation noise the trend does not; the best curve's trend is the best
+agent's expected return, the mean curve's the mean of them.
 """
 
 from __future__ import annotations
@@ -37,15 +43,15 @@ FAMILIES = ("exponential", "power_law", "sigmoid", "pbt_jumps", "setbacks", "noi
 
 @dataclass(frozen=True)
 class Curve:
-    """One curve: its observed scores per generation 1..len(scores), and its trend if known.
+    """One curve: its observed scores per generation 1..len(scores), and its noise-free trend.
 
-    `trend` maps generations (any, also past the end) to the noise-free score; for real curves it is
-    None and the evaluation uses a centred moving average of the scores instead.
+    `trend` maps generations to the noise-free score: for synthetic curves any generation, also past
+    the end; for real ones generations 1..len(scores), interpolated linearly between them.
     """
 
     family: str
     scores: np.ndarray
-    trend: Callable[[np.ndarray], np.ndarray] | None
+    trend: Callable[[np.ndarray], np.ndarray]
 
 
 def synthetic_curves(count_per_family: int, *, seed: int) -> list[Curve]:
@@ -122,22 +128,70 @@ def qlearning_pbt_curves(
 
     curves = []
     for env_id in env_ids:
+        greedy_return = GreedyReturn(env_id)
         for seed in seeds:
             rng = np.random.default_rng(seed)
             learners = [QLearner(env_id, seed=seed * 1000 + i) for i in range(agents)]
             settings = [_draw_hyperparameters(rng) for _ in range(agents)]
             history = np.empty((iterations, agents))
+            expected = np.empty((iterations, agents))
             for iteration in range(iterations):
                 for i, learner in enumerate(learners):
                     hp = Hyperparameters(**settings[i])
                     learner.train(hp, episodes_per_iteration)
                     history[iteration, i] = learner.evaluate(eval_episodes).mean_return
+                    expected[iteration, i] = greedy_return(learner.q)
                 if (iteration + 1) % interval == 0:
                     _exploit_and_explore(history[iteration], learners, settings, rng, BOUNDS)
-            curves.append(Curve(family=f"{env_id} best", scores=history.max(axis=1), trend=None))
-            curves.append(Curve(family=f"{env_id} mean", scores=history.mean(axis=1), trend=None))
-            curves.extend(Curve(family=f"{env_id} agent", scores=history[:, i], trend=None) for i in range(agents))
+            curves.append(Curve(f"{env_id} best", history.max(axis=1), _interpolated(expected.max(axis=1))))
+            curves.append(Curve(f"{env_id} mean", history.mean(axis=1), _interpolated(expected.mean(axis=1))))
+            curves.extend(Curve(f"{env_id} agent", history[:, i], _interpolated(expected[:, i])) for i in range(agents))
     return curves
+
+
+class GreedyReturn:
+    """The exact expected return of the greedy policy of a Q-table, within the episode's time limit.
+
+    For a toy-text environment (Taxi, FrozenLake) Gymnasium exposes the full model: `P[s][a]` lists
+    (probability, next state, reward, terminated). For the greedy policy pi(s) = argmax_a Q(s, a),
+    ties to the first action as `QLearner.evaluate` breaks them, the expected return with k steps
+    left is V_k = r_pi + C_pi V_(k-1), V_0 = 0, where r_pi(s) is the expected reward of one step and
+    C_pi(s, s') the probability of moving to s' without the episode ending. The answer is
+    start . V_H, H the time limit and start the distribution of the first state: what the mean
+    return of infinitely many evaluation episodes would be.
+    """
+
+    def __init__(self, env_id: str) -> None:
+        import gymnasium
+
+        env = gymnasium.make(env_id)
+        model = env.unwrapped
+        states, actions = model.observation_space.n, model.action_space.n
+        self._continue = np.zeros((states, actions, states))
+        self._reward = np.zeros((states, actions))
+        for state in range(states):
+            for action in range(actions):
+                for probability, following, reward, terminated in model.P[state][action]:
+                    self._reward[state, action] += probability * reward
+                    if not terminated:
+                        self._continue[state, action, following] += probability
+        self._start = np.asarray(model.initial_state_distrib, dtype=float)
+        self._horizon: int = env.spec.max_episode_steps  # type: ignore[union-attr]
+
+    def __call__(self, q: np.ndarray) -> float:
+        states = np.arange(q.shape[0])
+        policy = q.argmax(axis=1)
+        step_reward, moves = self._reward[states, policy], self._continue[states, policy]
+        value = np.zeros(q.shape[0])
+        for _ in range(self._horizon):
+            value = step_reward + moves @ value
+        return float(self._start @ value)
+
+
+def _interpolated(values: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The trend of a real curve: `values` at generations 1..len(values), linear in between."""
+    generations = np.arange(1, values.size + 1, dtype=float)
+    return lambda g: np.interp(np.asarray(g, dtype=float), generations, values)
 
 
 def _draw_hyperparameters(rng: np.random.Generator) -> dict[str, float]:

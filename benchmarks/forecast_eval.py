@@ -11,8 +11,8 @@ small Q-learning PBT runs (Taxi and FrozenLake, the demo's agent, without Tune).
 
 For each curve of T generations and each observed fraction f (30% and 50%), the forecaster sees
 generations 1..n = round(f T) and predicts:
-- the final value: the expected score at generation T (the truth: the synthetic trend without
-  noise; for real curves, a centred 5-point moving average of the scores);
+- the final value: the expected score at generation T (the truth: the curve's trend without noise;
+  for a real curve, the exact expected return of the greedy policies, see `_curves.GreedyReturn`);
 - generations to a target: a target between the best of the truth so far and 25% past the truth's
   final best (so about one in five is not reached by T); the truth is the first generation after n
   at which the truth curve reaches it. Any prediction past T counts as T (the run ends there), for
@@ -84,20 +84,12 @@ class Abstention:
     fraction: float
 
 
-def truth_curve(curve: Curve) -> np.ndarray:
-    """The curve's noise-free trend over 1..T, or for a real curve its centred 5-point moving average."""
-    generations = np.arange(1, curve.scores.size + 1, dtype=float)
-    if curve.trend is not None:
-        return curve.trend(generations)
-    return pd.Series(curve.scores).rolling(5, center=True, min_periods=1).mean().to_numpy()
-
-
 def evaluate(curve: Curve, fraction: float, rng: np.random.Generator) -> Case | Abstention | None:
     length = curve.scores.size
     n = int(round(fraction * length))
     if n < MIN_POINTS:
         return None
-    truth = truth_curve(curve)
+    truth = curve.trend(np.arange(1, length + 1, dtype=float))
     unit = float(truth.max() - truth.min()) or 1.0
     observed = curve.scores[:n]
     generations = np.arange(1, n + 1, dtype=float)
@@ -205,8 +197,7 @@ def calibrate(curve_sets: dict[str, list[Curve]], seed: int) -> np.ndarray:
     Each curve is cut at CALIBRATION_CUTS random points (15% to 85% of its length) and forecast at
     the horizons of CALIBRATION_HORIZONS that stay within its length, as in the evaluation (a
     forecast made during a run, of that run): a horizon of h spans is seen from curves cut before
-    1 / (1 + h). The truth is the trend, or for a real curve its moving average (`truth_curve`)
-    interpolated between generations.
+    1 / (1 + h). The truth is the curve's trend.
     """
     rng = np.random.default_rng(seed)
     normalised: dict[float, dict[str, list[float]]] = {
@@ -215,7 +206,6 @@ def calibrate(curve_sets: dict[str, list[Curve]], seed: int) -> np.ndarray:
     for name, curves in curve_sets.items():
         for curve in curves:
             length = curve.scores.size
-            truth = truth_curve(curve)
             for fraction in rng.uniform(0.15, 0.85, size=CALIBRATION_CUTS):
                 n = int(round(fraction * length))
                 if n < MIN_POINTS:
@@ -228,11 +218,7 @@ def calibrate(curve_sets: dict[str, list[Curve]], seed: int) -> np.ndarray:
                     generation = n + h * fit.span
                     s = float(fit.uncertainty(generation)) if generation <= length else 0.0
                     if s > 0:
-                        value = float(
-                            np.interp(generation, np.arange(1, length + 1), truth)
-                            if curve.trend is None
-                            else curve.trend(np.array([generation]))[0]
-                        )
+                        value = float(curve.trend(np.array([generation]))[0])
                         normalised[h][name].append((value - float(fit.expected(generation))) / s)
     rows = []
     for h in CALIBRATION_HORIZONS:
