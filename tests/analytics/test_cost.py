@@ -21,29 +21,9 @@ from elitemon.analytics.cost import (
     usage_from_counts,
 )
 from elitemon.schema import SCHEMAS, TableName
+from tests.analytics._samples import at, frame, sample
 
-T0 = pd.Timestamp("2026-01-01", tz="UTC")
 HOUR = 3600.0
-
-
-def at(seconds: float) -> pd.Timestamp:
-    return T0 + pd.Timedelta(seconds=seconds)
-
-
-def sample(seconds: float, kind: str, node: str | None, source: str, metric: str, value: float, generation=None):
-    return {
-        "ts": at(seconds),
-        "kind": kind,
-        "node": node,
-        "source": source,
-        "generation": generation,
-        "metric": metric,
-        "value": value,
-    }
-
-
-def frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["ts", "kind", "node", "source", "generation", "metric", "value"])
 
 
 def exploit(seconds: float, target: str, source: str, generation: int, source_generation: int | None) -> dict:

@@ -20,26 +20,10 @@ from elitemon.analytics.scaling import (
     throughput_by_node_count,
 )
 from elitemon.schema import SCHEMAS, TableName
+from tests.analytics._samples import T0, frame, sample
 
-T0 = pd.Timestamp("2026-01-01", tz="UTC")
 SETTINGS = ScalingSettings(window_s=100.0)
 PRICES = PriceTable(node_hour=0.10, cpu_hour=0.05)
-
-
-def sample(seconds: float, kind: str, node: str, source: str, metric: str, value: float, generation=None) -> dict:
-    return {
-        "ts": T0 + pd.Timedelta(seconds=seconds),
-        "kind": kind,
-        "node": node,
-        "source": source,
-        "generation": generation,
-        "metric": metric,
-        "value": value,
-    }
-
-
-def frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["ts", "kind", "node", "source", "generation", "metric", "value"])
 
 
 # --------------------------------------------------------------------------------------------
