@@ -42,7 +42,7 @@ FLAT_FRACTION = 0.01
 class Goal(enum.StrEnum):
     """What a convergence forecast counts the generations to."""
 
-    TARGET = "target"  # the expected best score reaches a given target
+    TARGET = "target"  # a reported best score reaches a given target
     FLAT = "flat"  # the expected best score stops improving (see FLAT_WINDOW, FLAT_FRACTION)
 
 
@@ -188,15 +188,18 @@ def forecast_convergence(
     flat_window: int = FLAT_WINDOW,
     flat_tolerance: float | None = None,
 ) -> ConvergenceForecast:
-    """Generations from `curve.last_generation` until the expected score reaches `target`, or, without
-    a target, until the curve flattens.
+    """Generations from `curve.last_generation` until a score reaches `target`, or, without a
+    target, until the curve flattens.
 
-    Target: for an improving curve, P(reached by generation g) = P(score at g >= target), so the
-    crossing generation's p-quantile is the first g whose calibrated (1 - p)-quantile of the score
-    reaches the target. The median is the first g whose median score reaches it; the 80% interval
-    runs from the first g where the 90% quantile does (the earliest plausible) to the first where
-    the 10% quantile does (the latest; None if not within range). `probability_within_horizon` is
-    P(score >= target) at last_generation + horizon_generations (capped to the forecast range).
+    Target: what a stop condition such as Tune's `stop={metric: target}` waits for, the first
+    observed score at or above the target. A target the expected score at the last generation
+    already reaches is 0 generations away; otherwise P(reached by generation g) is the probability
+    that a score observed after the last generation, up to g, reaches it
+    (`LearningCurve.probability_reached`: the calibrated trend plus the curve's noise). The median
+    forecast is the first g where that probability reaches 0.5; the 80% interval runs from the
+    first g where it reaches 0.1 (the earliest plausible) to the first where it reaches 0.9 (the
+    latest; None if not within range). `probability_within_horizon` is that probability at
+    last_generation + horizon_generations (capped to the forecast range).
 
     Flat: the first generation g where expected(g + flat_window) - expected(g) < flat_tolerance
     (default: FLAT_FRACTION of the observed score range); gaining at most the tolerance counts as
@@ -215,16 +218,18 @@ def forecast_convergence(
         return _forecast_flat(curve, future, flat_window, tolerance)
     if not np.isfinite(target):
         raise ValueError(f"target must be a finite number, but got {target=}.")
+    already = float(curve.expected(curve.last_generation) >= target)
+    later = curve.probability_reached(target, future[1:]) if future.size > 1 else np.empty(0)
+    reached = np.concatenate([[already], 1.0 - (1.0 - already) * (1.0 - later)])
     probability = None
     if horizon_generations is not None:
-        at = min(curve.last_generation + horizon_generations, curve.max_generation)
-        probability = float(curve.probability_at_least(target, at))
+        probability = float(reached[min(horizon_generations, reached.size - 1)])
     return ConvergenceForecast(
         goal=Goal.TARGET,
         level=float(target),
-        generations_remaining=_first_at_least(curve.quantile(future, 0.5), target),
-        generations_remaining_low=_first_at_least(curve.quantile(future, 0.9), target),
-        generations_remaining_high=_first_at_least(curve.quantile(future, 0.1), target),
+        generations_remaining=_first_at_least(reached, 0.5),
+        generations_remaining_low=_first_at_least(reached, 0.1),
+        generations_remaining_high=_first_at_least(reached, 0.9),
         probability_within_horizon=probability,
         horizon_generations=horizon_generations,
     )

@@ -64,6 +64,8 @@ MIN_POINTS = 8
 MAX_RELATIVE_HORIZON = 4.0
 AKAIKE_TEMPERATURE = 3.0
 BACKTEST_FRACTION = 0.25
+#: Quantile paths averaged over by `LearningCurve.probability_reached`.
+PASSAGE_PATHS = 400
 DRIFT = 0.1
 
 _Z90 = float(ndtri(0.9))
@@ -241,6 +243,34 @@ class LearningCurve:
             above = 1.0 - ndtr(np.where(width > 0, gap / width, np.sign(gap) * np.inf))
         # A zero uncertainty (at the last generation, of a curve the members fit exactly) is a step.
         return np.where(s > 0, above, (self.expected(generations) >= value).astype(float))
+
+    def probability_reached(self, value: float, generations: ArrayLike) -> np.ndarray:
+        """P(a score observed at one of `generations`, up to and including each, reaches `value`).
+
+        This is what a stop condition such as Tune's `stop={metric: value}` reacts to: the first
+        reported score at or above the target, not the trend's crossing. A noisy score can reach a
+        target its trend is still short of, and often does within a few generations.
+
+        Model: the trend follows one calibrated quantile path, q_p(g) = quantile(g, p), the same p at
+        every generation (a curve that runs high runs high throughout), and each observed score adds
+        independent noise of standard deviation `noise`. Given p, the chance that no score reaches
+        the value by generation g is the product over the generations up to g of
+        Phi((value - q_p(g')) / noise); averaged over PASSAGE_PATHS equally likely p (midpoints of
+        (0, 1)), one minus that is the probability. Probabilities are resolved to 1 / PASSAGE_PATHS.
+        With no noise a path reaches the value when its quantile does.
+        """
+        g = np.asarray(generations, dtype=float)
+        if g.ndim != 1 or np.any(np.diff(g) <= 0):
+            raise ValueError("generations must be a one-dimensional, increasing grid.")
+        low, middle, high = self._calibration(g)
+        z = ndtri((np.arange(PASSAGE_PATHS) + 0.5) / PASSAGE_PATHS)[:, None] / _Z90
+        normalised = middle + z * np.where(z < 0, middle - low, high - middle)
+        paths = self.expected(g) + self.uncertainty(g) * normalised
+        if self.noise > 0:
+            stays_below = ndtr((value - paths) / self.noise)
+        else:
+            stays_below = (paths < value).astype(float)
+        return 1.0 - np.cumprod(stays_below, axis=1).mean(axis=0)
 
     def member_curves(self, generations: ArrayLike) -> np.ndarray:
         """Each member's curve in score units, one row per member (in `families` order)."""

@@ -134,7 +134,7 @@ def _forecast_sentence(info: ScoreInfo) -> str:
     assert f is not None
     last = f.generations[0]
     if f.goal == "target":
-        what = f"the best {info.metric} reaches the target {_num(f.level)}"
+        what = f"a reported best {info.metric} first reaches the target {_num(f.level)}"
     else:
         what = f"the best {info.metric} stops improving" + ("" if f.level is None else f" (near {_num(f.level)})")
     if f.remaining == 0:
@@ -147,7 +147,10 @@ def _forecast_sentence(info: ScoreInfo) -> str:
         low = "?" if f.remaining_low is None else f.remaining_low
         high = "beyond range" if f.remaining_high is None else f.remaining_high
         when = f"in {f.remaining} generations (80% interval {low} to {high}), at generation {last + f.remaining}"
-    return f"Forecast from generation {last}: {what} {when}. The shaded band is the 80% interval of the best score."
+    band = "The shaded band is the 80% interval of the best score's trend"
+    if f.goal == "target":
+        band += "; single scores scatter around it, so one may reach the target before the band does"
+    return f"Forecast from generation {last}: {what} {when}. {band}."
 
 
 def _diversity_section(info: DiversityInfo) -> str:

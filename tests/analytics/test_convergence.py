@@ -293,15 +293,39 @@ def test_a_straight_line_reaches_its_target_on_time() -> None:
     # median: g = 29: 29 + 0.855 * 0.087 = 29.07 < 29.5; g = 30: >= 30 -> 10 generations
     # low (q90): g = 27: 27 + 0.665 * 2.010 = 28.34 < 29.5; g = 28: 28 + 0.76 * 2.077 = 29.58 -> 8
     # high (q10): g = 30: 30 - 0.95 * 1.153 = 28.90 < 29.5; g = 31: 31 - 1.045 * 1.143 = 29.81 -> 11
-    # P at g = 35 (h = 0.75, s = 1.425; q10/q50 -1.105/0.107): the lower side's width is
-    # (0.107 + 1.105) / 1.2816 = 0.945 and the gap (29.5 - 35) / 1.425 - 0.107 = -3.966 of them:
-    # P = 1 - Phi(-4.197) = 1 - 1.35e-5
-    assert forecast == ConvergenceForecast(Goal.TARGET, 29.5, 10, 8, 11, pytest.approx(1 - 1.35e-5, abs=1e-7), 15)
+    # With no noise, a quantile path reaches the target when its quantile does, and the quantiles rise
+    # with g, so P(reached by g) is the share of the 400 paths whose quantile at g is >= 29.5.
+    # P at g = 35 (h = 0.75, s = 1.425; q10/q50 -1.105/0.107): the lowest path, p = 0.5 / 400, is
+    # 0.107 + (ndtri(0.00125) / 1.2816 = -2.359) (0.107 + 1.105) = -2.752 s = 35 - 3.92 = 31.08 >= 29.5:
+    # all 400 paths have reached it.
+    assert forecast == ConvergenceForecast(Goal.TARGET, 29.5, 10, 8, 11, 1.0, 15)
     # at g = 25: expected 25, s = 0.475, (29.5 - 25) / 0.475 - 0.068 = 9.41 upper-side widths above the
     # median (1.410 each): z = 6.7 -> P = 1e-11
     assert forecast_convergence(curve, target=29.5, horizon_generations=5).probability_within_horizon == pytest.approx(
         0.0, abs=1e-9
     )
+
+
+def test_a_noisy_score_reaches_a_target_its_trend_never_does() -> None:
+    # A flat curve with noise: the trend stays near 9.8, so its median never reaches 1 noise above
+    # it, but each new score has about a one-in-six chance to, and the first that does counts.
+    curve = fit_learning_curve(np.arange(1, 31), 10.0 + np.random.default_rng(0).normal(size=30))
+    target = float(curve.expected(30.0)) + curve.noise
+    future = np.arange(30.0, curve.max_generation + 1.0)
+    assert not np.any(curve.quantile(future, 0.5) >= target)
+    forecast = forecast_convergence(curve, target=target, horizon_generations=1)
+    assert forecast.generations_remaining is not None and 1 <= forecast.generations_remaining <= 6
+    # one generation ahead: one noisy score against a target 1 noise above the trend: 1 - Phi(1) = 0.16,
+    # spread by the trend's own uncertainty
+    assert 0.1 < forecast.probability_within_horizon < 0.4
+    reached = curve.probability_reached(target, future[1:])
+    assert np.all(np.diff(reached) >= 0) and reached[0] == pytest.approx(forecast.probability_within_horizon)
+
+
+def test_reaching_is_counted_over_an_increasing_grid_only() -> None:
+    curve = fit_learning_curve(np.arange(1, 21), np.arange(1, 21.0))
+    with pytest.raises(ValueError, match="increasing"):
+        curve.probability_reached(25.0, np.array([22.0, 21.0]))
 
 
 def test_a_target_already_reached_is_zero_generations_away() -> None:
@@ -354,8 +378,9 @@ def test_report_by_hand() -> None:
     assert report.forecast is not None and report.forecast.generations_remaining == 5
     assert report.hours_remaining == pytest.approx(150 / 3600)
     # at g = 18: expected 36, s = 0.1 * 22 * 0.5 = 1.1, (33 - 36) / 1.1 - q50 0.092 = -2.819 over a
-    # lower width of (0.092 + 1.153) / 1.2816 = 0.971: z = -2.902 -> P = 1 - 0.00185
-    assert report.forecast.probability_within_horizon == pytest.approx(1 - 0.00185, abs=1e-5)
+    # lower width of (0.092 + 1.153) / 1.2816 = 0.971: z = -2.902, so the paths with p < 0.00185 stay
+    # below 33: of the 400 (p = 0.00125, 0.00375, ...), only the first.
+    assert report.forecast.probability_within_horizon == 399 / 400
 
 
 def test_report_without_enough_generations_has_no_forecast() -> None:
