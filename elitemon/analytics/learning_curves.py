@@ -46,6 +46,10 @@ curves, plus real Q-learning PBT curves) checks the coverage; the calibration ne
 Calibrated on synthetic curves, the coverage holds for them on average over the families (smooth
 ones are over-covered, late rises and jumps under-covered); on the real curves it is about as good
 at 30% observed and lower at 50% (the README's performance table has the figures).
+
+When a reported score first reaches a target (what a stop condition reacts to) is a first passage:
+`LearningCurve.probability_reached` averages it over calibrated trend paths with the scores' own
+scatter around them.
 """
 
 from __future__ import annotations
@@ -186,6 +190,7 @@ class LearningCurve:
     offset: float
     observed_range: float  # max - min of the observed scores: the unit of the members' curves
     noise: float
+    scatter: float  # standard deviation of the observed scores around the fitted curve
     backtest_error: float
     families: tuple[str, ...]
     parameters: tuple[tuple[float, ...], ...]
@@ -253,11 +258,16 @@ class LearningCurve:
 
         Model: the trend follows one calibrated quantile path, q_p(g) = quantile(g, p), the same p at
         every generation (a curve that runs high runs high throughout), and each observed score adds
-        independent noise of standard deviation `noise`. Given p, the chance that no score reaches
-        the value by generation g is the product over the generations up to g of
-        Phi((value - q_p(g')) / noise); averaged over PASSAGE_PATHS equally likely p (midpoints of
+        independent noise of standard deviation sd = max(noise, scatter). Given p, the chance that no
+        score reaches the value by generation g is the product over the generations up to g of
+        Phi((value - q_p(g')) / sd); averaged over PASSAGE_PATHS equally likely p (midpoints of
         (0, 1)), one minus that is the probability. Probabilities are resolved to 1 / PASSAGE_PATHS.
-        With no noise a path reaches the value when its quantile does.
+        With sd = 0 a path reaches the value when its quantile does.
+
+        Why the scatter: `noise` is robust on purpose, blind to jumps and outliers, because it sizes
+        the trend's uncertainty. But a score that jumps reaches a target as surely as a noisy one,
+        and with the robust noise alone the observed scores of the Q-learning PBT curves crossed
+        before the forecast's 80% interval began in 28% (30% observed) and 39% (50%) of the cases.
         """
         g = np.asarray(generations, dtype=float)
         if g.ndim != 1 or np.any(np.diff(g) <= 0):
@@ -266,8 +276,9 @@ class LearningCurve:
         z = ndtri((np.arange(PASSAGE_PATHS) + 0.5) / PASSAGE_PATHS)[:, None] / _Z90
         normalised = middle + z * np.where(z < 0, middle - low, high - middle)
         paths = self.expected(g) + self.uncertainty(g) * normalised
-        if self.noise > 0:
-            stays_below = ndtr((value - paths) / self.noise)
+        sd = max(self.noise, self.scatter)
+        if sd > 0:
+            stays_below = ndtr((value - paths) / sd)
         else:
             stays_below = (paths < value).astype(float)
         return 1.0 - np.cumprod(stays_below, axis=1).mean(axis=0)
@@ -334,7 +345,7 @@ def fit_learning_curve(generations: ArrayLike, scores: ArrayLike) -> LearningCur
     noise = robust_noise(z)
     cut = int(round(y.size * (1.0 - BACKTEST_FRACTION)))
 
-    names, parameters, criteria, backtests = [], [], [], []
+    names, parameters, criteria, backtests, fitted_values = [], [], [], [], []
     for family in _FAMILIES:
         fitted = _fit(family, t, z, noise)
         if fitted is None:
@@ -344,7 +355,8 @@ def fit_learning_curve(generations: ArrayLike, scores: ArrayLike) -> LearningCur
             continue
         names.append(family.name)
         parameters.append(tuple(float(p) for p in fitted))
-        criteria.append(_aicc(family.function(t, *fitted) - z, len(family.lower)))
+        fitted_values.append(family.function(t, *fitted))
+        criteria.append(_aicc(fitted_values[-1] - z, len(family.lower)))
         backtests.append(float(np.mean((family.function(t[cut:], *early) - z[cut:]) ** 2)))
     criteria_array = np.asarray(criteria)
     weights = np.exp(-(criteria_array - criteria_array.min()) / (2.0 * AKAIKE_TEMPERATURE))
@@ -356,6 +368,7 @@ def fit_learning_curve(generations: ArrayLike, scores: ArrayLike) -> LearningCur
         offset=offset,
         observed_range=scale,
         noise=scale * noise,
+        scatter=scale * float(np.std(z - weights @ np.asarray(fitted_values))),
         backtest_error=scale * float(np.sqrt(weights @ np.asarray(backtests))),
         families=tuple(names),
         parameters=tuple(parameters),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -320,6 +321,22 @@ def test_a_noisy_score_reaches_a_target_its_trend_never_does() -> None:
     assert 0.1 < forecast.probability_within_horizon < 0.4
     reached = curve.probability_reached(target, future[1:])
     assert np.all(np.diff(reached) >= 0) and reached[0] == pytest.approx(forecast.probability_within_horizon)
+
+
+def test_scores_that_jump_reach_a_target_sooner_than_the_robust_noise_says() -> None:
+    # y = g with two spikes of +5: the robust noise (MAD of second differences) ignores them, but the
+    # scores scatter around the fitted line by sqrt(2 * 25 / 20 - (10 / 20)^2) = 1.5, and a score
+    # may spike over a target 2 above the trend as these two did.
+    scores = np.arange(1, 21.0)
+    scores[[6, 13]] += 5.0
+    curve = fit_learning_curve(np.arange(1, 21), scores)
+    assert curve.noise < 1e-6
+    assert curve.scatter == pytest.approx(1.5, abs=0.05)
+    target = float(curve.expected(21.0)) + 2.0
+    next_two = np.array([21.0, 22.0])
+    with_scatter = curve.probability_reached(target, next_two)[-1]
+    robust_only = dataclasses.replace(curve, scatter=0.0).probability_reached(target, next_two)[-1]
+    assert with_scatter > robust_only + 0.2
 
 
 def test_reaching_is_counted_over_an_increasing_grid_only() -> None:
