@@ -13,9 +13,10 @@ For each curve of T generations and each observed fraction f (30% and 50%), the 
 generations 1..n = round(f T) and predicts:
 - the final value: the expected score at generation T (the truth: the curve's trend without noise;
   for a real curve, the exact expected return of the greedy policies, see `_curves.GreedyReturn`);
-- generations to a target: a target between the best of the truth so far and 25% past the truth's
-  final best (so about one in five is not reached by T); the truth is the first generation after n
-  at which an observed score reaches it, what a stop condition such as Tune's reacts to (with
+- generations to a target: a target between the best of the truth so far (and of the observed
+  scores, which would otherwise have reached it already) and 25% past the truth's final best (so
+  some are not reached by T); the truth is the first generation after n at which an observed score
+  reaches it, what a stop condition such as Tune's reacts to (with
   `--generations-truth trend`: at which the trend does). Any prediction past T counts as T (the run
   ends there), for every method alike; the error is measured over the targets that are reached.
 Baselines: the last observed value (it predicts no further change), and a straight line through
@@ -98,7 +99,9 @@ def evaluate(
     generations = np.arange(1, n + 1, dtype=float)
     remaining = length - n
 
-    target = _target(truth, n, rng)
+    # A target a score has already reached would have stopped the run: above those too, when they count.
+    reached_so_far = float(observed.max()) if generations_truth == "observed" else -np.inf
+    target = _target(truth, n, rng, reached_so_far)
     started = time.process_time()  # CPU time: the machine may be shared, and wall time then says little
     try:
         fit = fit_learning_curve(generations, observed)
@@ -145,9 +148,10 @@ def evaluate(
     )
 
 
-def _target(truth: np.ndarray, n: int, rng: np.random.Generator) -> float:
-    """A target above everything the truth has reached by n, up to 25% past its final best."""
-    so_far, best = float(truth[:n].max()), float(truth.max())
+def _target(truth: np.ndarray, n: int, rng: np.random.Generator, reached_so_far: float) -> float:
+    """A target above everything the truth (and `reached_so_far`) has reached by n, up to 25% past
+    the truth's final best."""
+    so_far, best = max(float(truth[:n].max()), reached_so_far), float(truth.max())
     gap = max(best - so_far, 0.02 * float(truth.max() - truth.min()) or 1.0)
     return so_far + rng.uniform(0.02, 1.25) * gap
 

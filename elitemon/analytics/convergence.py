@@ -218,9 +218,9 @@ def forecast_convergence(
         return _forecast_flat(curve, future, flat_window, tolerance)
     if not np.isfinite(target):
         raise ValueError(f"target must be a finite number, but got {target=}.")
-    already = float(curve.expected(curve.last_generation) >= target)
+    already = bool(curve.expected(curve.last_generation) >= target)
     later = curve.probability_reached(target, future[1:]) if future.size > 1 else np.empty(0)
-    reached = np.concatenate([[already], 1.0 - (1.0 - already) * (1.0 - later)])
+    reached = np.ones(future.size) if already else np.concatenate([[0.0], later])
     probability = None
     if horizon_generations is not None:
         probability = float(reached[min(horizon_generations, reached.size - 1)])

@@ -190,7 +190,7 @@ class LearningCurve:
     offset: float
     observed_range: float  # max - min of the observed scores: the unit of the members' curves
     noise: float
-    scatter: float  # standard deviation of the observed scores around the fitted curve
+    scatter: float  # standard deviation of the residuals, observed scores minus the fitted curve
     backtest_error: float
     families: tuple[str, ...]
     parameters: tuple[tuple[float, ...], ...]
@@ -261,7 +261,7 @@ class LearningCurve:
         independent noise of standard deviation sd = max(noise, scatter). Given p, the chance that no
         score reaches the value by generation g is the product over the generations up to g of
         Phi((value - q_p(g')) / sd); averaged over PASSAGE_PATHS equally likely p (midpoints of
-        (0, 1)), one minus that is the probability. Probabilities are resolved to 1 / PASSAGE_PATHS.
+        (0, 1)), one minus that is the probability. With sd = 0 it is a count of paths over PASSAGE_PATHS.
         With sd = 0 a path reaches the value when its quantile does.
 
         Why the scatter: `noise` is robust on purpose, blind to jumps and outliers, because it sizes
@@ -281,7 +281,7 @@ class LearningCurve:
             stays_below = ndtr((value - paths) / sd)
         else:
             stays_below = (paths < value).astype(float)
-        return 1.0 - np.cumprod(stays_below, axis=1).mean(axis=0)
+        return (1.0 - np.cumprod(stays_below, axis=1)).mean(axis=0)  # with sd = 0, exactly k / PASSAGE_PATHS
 
     def member_curves(self, generations: ArrayLike) -> np.ndarray:
         """Each member's curve in score units, one row per member (in `families` order)."""
