@@ -227,10 +227,7 @@ class LearningCurve:
         """The calibrated `probability` quantile of the expected score at `generations`."""
         if not 0.0 < probability < 1.0:
             raise ValueError(f"probability must be in (0, 1), but got {probability=}.")
-        low, middle, high = self._calibration(generations)
-        z = float(ndtri(probability)) / _Z90
-        normalised = middle + z * np.where(z < 0, middle - low, high - middle)
-        return self.expected(generations) + self.uncertainty(generations) * normalised
+        return self._split_normal_at(generations, float(ndtri(probability)) / _Z90)
 
     def interval(self, generations: ArrayLike, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
         """The central `level` interval (calibrated at 0.8; other levels follow the split normal)."""
@@ -261,8 +258,8 @@ class LearningCurve:
         independent noise of standard deviation sd = max(noise, scatter). Given p, the chance that no
         score reaches the value by generation g is the product over the generations up to g of
         Phi((value - q_p(g')) / sd); averaged over PASSAGE_PATHS equally likely p (midpoints of
-        (0, 1)), one minus that is the probability. With sd = 0 it is a count of paths over PASSAGE_PATHS.
-        With sd = 0 a path reaches the value when its quantile does.
+        (0, 1)), one minus that is the probability. With sd = 0 a path reaches the value when its
+        quantile does, and the probability is the share of paths that have.
 
         Why the scatter: `noise` is robust on purpose, blind to jumps and outliers, because it sizes
         the trend's uncertainty. But a score that jumps reaches a target as surely as a noisy one,
@@ -272,10 +269,8 @@ class LearningCurve:
         g = np.asarray(generations, dtype=float)
         if g.ndim != 1 or np.any(np.diff(g) <= 0):
             raise ValueError("generations must be a one-dimensional, increasing grid.")
-        low, middle, high = self._calibration(g)
         z = ndtri((np.arange(PASSAGE_PATHS) + 0.5) / PASSAGE_PATHS)[:, None] / _Z90
-        normalised = middle + z * np.where(z < 0, middle - low, high - middle)
-        paths = self.expected(g) + self.uncertainty(g) * normalised
+        paths = self._split_normal_at(g, z)
         sd = max(self.noise, self.scatter)
         if sd > 0:
             stays_below = ndtr((value - paths) / sd)
@@ -286,6 +281,13 @@ class LearningCurve:
     def member_curves(self, generations: ArrayLike) -> np.ndarray:
         """Each member's curve in score units, one row per member (in `families` order)."""
         return self.offset + self.observed_range * self._members(generations)
+
+    def _split_normal_at(self, generations: ArrayLike, z: float | np.ndarray) -> np.ndarray:
+        """The score at `generations` where the calibrated split normal stands z of its 90% points
+        (z = ndtri(p) / ndtri(0.9) gives the p-quantile); an array z of shape (k, 1) gives k rows."""
+        low, middle, high = self._calibration(generations)
+        normalised = middle + z * np.where(z < 0, middle - low, high - middle)
+        return self.expected(generations) + self.uncertainty(generations) * normalised
 
     def _relative_horizon(self, generations: ArrayLike) -> np.ndarray:
         g = np.asarray(generations, dtype=float)
