@@ -192,8 +192,9 @@ def forecast_convergence(
     target, until the curve flattens.
 
     Target: what a stop condition such as Tune's `stop={metric: target}` waits for, the first
-    observed score at or above the target. A target the expected score at the last generation
-    already reaches is 0 generations away; otherwise P(reached by generation g) is the probability
+    observed score at or above the target. A target an observed score has already reached
+    (`curve.best_score`) is 0 generations away, as a stop condition would have fired; otherwise,
+    even where the fitted trend is past it, P(reached by generation g) is the probability
     that a score observed after the last generation, up to g, reaches it
     (`LearningCurve.probability_reached`: the calibrated trend plus the curve's noise). The median
     forecast is the first g where that probability reaches 0.5; the 80% interval runs from the
@@ -218,7 +219,7 @@ def forecast_convergence(
         return _forecast_flat(curve, future, flat_window, tolerance)
     if not np.isfinite(target):
         raise ValueError(f"target must be a finite number, but got {target=}.")
-    already = bool(curve.expected(curve.last_generation) >= target)
+    already = curve.best_score >= target
     later = curve.probability_reached(target, future[1:]) if future.size > 1 else np.empty(0)
     reached = np.ones(future.size) if already else np.concatenate([[0.0], later])
     probability = None

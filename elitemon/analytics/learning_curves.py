@@ -187,6 +187,7 @@ class LearningCurve:
     first_generation: float
     last_generation: float
     points: int
+    best_score: float  # the highest observed score: a target at or below it has been reached
     offset: float
     observed_range: float  # max - min of the observed scores: the unit of the members' curves
     noise: float
@@ -367,6 +368,7 @@ def fit_learning_curve(generations: ArrayLike, scores: ArrayLike) -> LearningCur
         first_generation=float(g[0]),
         last_generation=float(g[-1]),
         points=int(y.size),
+        best_score=float(y.max()),
         offset=offset,
         observed_range=scale,
         noise=scale * noise,
