@@ -20,7 +20,12 @@ generations 1..n = round(f T) and predicts:
   `--generations-truth trend`: at which the trend does). Any prediction past T counts as T (the run
   ends there), for every method alike; the error is measured over the targets that are reached.
 Baselines: the last observed value (it predicts no further change), and a straight line through
-the last k = 10 observed points. Errors of the final value are in units of the curve's range (the
+the last k = 10 observed points. Two columns say how much room there is to beat the last value:
+`now/last` is the error of the truth at the cut (a perfect nowcast, which no forecaster has) over
+the last value's error, the best any forecast of "no further change" can do; `change rho` is the
+rank (Spearman) correlation of the forecast's change from the cut to the end, expected(T) -
+expected(n), with the truth's. Beating the nowcast takes foreseeing change: a `change rho` well
+above 0. Errors of the final value are in units of the curve's range (the
 truth's max - min over 1..T), so that curves of every scale weigh the same. Also reported: how often
 the 80% intervals contain the truth, and the Brier score of the probability of reaching the target
 by T (the baselines' probabilities are 0 or 1). The forecaster abstains on a curve whose observed
@@ -67,6 +72,9 @@ class Case:
     final_error: float
     final_error_last: float
     final_error_linear: float
+    final_error_nowcast: float
+    predicted_change: float
+    true_change: float
     final_covered: bool
     target_reached: bool
     generations_error: float
@@ -134,6 +142,9 @@ def evaluate(
         final_error=abs(float(fit.expected(float(length))) - truth[-1]) / unit,
         final_error_last=abs(observed[-1] - truth[-1]) / unit,
         final_error_linear=abs(float(np.polyval(line, length)) - truth[-1]) / unit,
+        final_error_nowcast=abs(truth[n - 1] - truth[-1]) / unit,
+        predicted_change=float(fit.expected(float(length)) - fit.expected(float(n))) / unit,
+        true_change=(truth[-1] - truth[n - 1]) / unit,
         final_covered=bool(low <= truth[-1] <= high),
         target_reached=true_steps is not None,
         generations_error=steps_error(forecast.generations_remaining),
@@ -185,6 +196,8 @@ def table(cases: pd.DataFrame, group: str) -> pd.DataFrame:
                 "final MAE": part["final_error"].mean(),
                 "/last": part["final_error"].mean() / part["final_error_last"].mean(),
                 "/linear": part["final_error"].mean() / part["final_error_linear"].mean(),
+                "now/last": part["final_error_nowcast"].mean() / part["final_error_last"].mean(),
+                "change rho": part["predicted_change"].corr(part["true_change"], method="spearman"),
                 "final cover80": part["final_covered"].mean(),
                 "gens MAE": reached["generations_error"].mean(),
                 "g/last": reached["generations_error"].mean() / reached["generations_error_last"].mean(),
@@ -292,6 +305,7 @@ def main() -> None:
     if not args.quick:
         real = run(qlearning_pbt_curves(seeds=tuple(args.pbt_seeds)), seed=2, generations_truth=args.generations_truth)
         real["kind"] = real["family"].str.split(" ").str[-1]
+        real["environment"] = real["family"].str.split(" ").str[0]
         real["set"] = "Q-learning PBT"
         results.append(real)
     cases = pd.concat(results, ignore_index=True)
@@ -303,6 +317,7 @@ def main() -> None:
     print(table(synthetic, "family").to_string(index=False), end="\n\n")
     if not args.quick:
         print(table(real, "kind").to_string(index=False), end="\n\n")
+        print(table(real, "environment").to_string(index=False), end="\n\n")
     print(
         f"CPU seconds per fit + forecast: median {cases['seconds'].median():.3f}, max {cases['seconds'].max():.3f}; "
         f"whole run {time.perf_counter() - started:.0f} s wall, {time.process_time():.0f} s CPU"

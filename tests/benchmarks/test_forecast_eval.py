@@ -1,0 +1,83 @@
+"""The forecast evaluation's columns that say how much room there is to beat the last value."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks._curves import Curve
+from elitemon.analytics.learning_curves import fit_learning_curve
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture
+def forecast_eval(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The script imports its sibling `_curves` as a top-level module, as it does when run."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import forecast_eval
+
+    return forecast_eval
+
+
+def test_a_case_carries_the_nowcast_error_and_both_changes_in_units_of_the_truths_range(
+    forecast_eval: ModuleType,
+) -> None:
+    length = 40
+    generations = np.arange(1, length + 1, dtype=float)
+
+    def trend(g: np.ndarray) -> np.ndarray:
+        return 10.0 - 8.0 * np.exp(-np.asarray(g, dtype=float) / 15.0)
+
+    wiggle = 0.05 * np.where(generations % 2 == 0, 1.0, -1.0)
+    curve = Curve("exponential", trend(generations) + wiggle, trend)
+
+    case = forecast_eval.evaluate(curve, 0.5, np.random.default_rng(0))
+
+    n = 20
+    truth = trend(generations)
+    unit = truth.max() - truth.min()
+    fit = fit_learning_curve(generations[:n], curve.scores[:n])
+    assert case.final_error_nowcast == pytest.approx(abs(truth[n - 1] - truth[-1]) / unit)
+    assert case.true_change == pytest.approx((truth[-1] - truth[n - 1]) / unit)
+    assert case.predicted_change == pytest.approx(float(fit.expected(float(length)) - fit.expected(float(n))) / unit)
+    assert case.true_change > 0.1  # the curve still rises after the cut, so the columns are not trivially 0
+
+
+def test_the_table_divides_the_nowcast_error_by_the_last_values_and_rank_correlates_the_changes(
+    forecast_eval: ModuleType,
+) -> None:
+    template = forecast_eval.Case(**{field.name: 0.0 for field in dataclasses.fields(forecast_eval.Case)})
+    cases = pd.DataFrame(
+        [
+            {
+                **dataclasses.asdict(
+                    dataclasses.replace(
+                        template,
+                        family="f",
+                        fraction=0.3,
+                        final_error=0.1,
+                        final_error_linear=0.2,
+                        final_error_nowcast=nowcast,
+                        final_error_last=0.4,
+                        predicted_change=predicted,
+                        true_change=true,
+                        target_reached=False,
+                    )
+                ),
+                "abstained": False,
+            }
+            for nowcast, predicted, true in [(0.1, 0.0, 0.0), (0.2, 1.0, 0.1), (0.3, 2.0, 1.0), (0.4, 3.0, 10.0)]
+        ]
+    )
+
+    row = forecast_eval.table(cases, "family").iloc[0]
+
+    assert row["now/last"] == pytest.approx(0.25 / 0.4)
+    # The changes rise together, though not in proportion: the rank correlation is 1 (Pearson's is 0.82).
+    assert row["change rho"] == pytest.approx(1.0)
