@@ -172,6 +172,13 @@ def test_report_is_valid_html_with_every_section_and_a_plot_each(page):
     assert "trial_00000" in page and "episodes_per_s" in page
 
 
+def test_report_says_a_target_a_reported_best_score_has_reached_is_reached():
+    samples, events, configs = frames(synthetic_run())
+    best = samples[samples["metric"] == "mean_return"]["value"].max()
+    page = build_report(samples, events, configs, target=float(best) - 0.01, title="Reached")
+    assert "has already reached the target" in page
+
+
 def test_report_is_the_same_on_every_build(page):
     samples, events, configs = frames(synthetic_run())
     assert build_report(samples, events, configs, target=2.0, title="Synthetic run") == page
