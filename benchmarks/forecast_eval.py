@@ -1,6 +1,6 @@
 """How well the convergence forecast predicts, against two naive baselines, on curves it has not seen.
 
-    python benchmarks/forecast_eval.py               # the full run (about 90 s of CPU on 1 core)
+    python benchmarks/forecast_eval.py               # the full run (about 3.5 min of CPU on 1 core)
     python benchmarks/forecast_eval.py --quick       # a smoke test (under 30 s): few curves, no Q-learning
     python benchmarks/forecast_eval.py --calibrate --per-family 100   # learning_curves._CALIBRATION (3.5 min)
     python benchmarks/forecast_eval.py --calibrate --per-family 100 --with-pbt   # pooled with real PBT curves
@@ -12,7 +12,8 @@ small Q-learning PBT runs (Taxi and FrozenLake, the demo's agent, without Tune).
 For each curve of T generations and each observed fraction f (30% and 50%), the forecaster sees
 generations 1..n = round(f T) and predicts:
 - the final value: the expected score at generation T (the truth: the curve's trend without noise;
-  for a real curve, the exact expected return of the greedy policies, see `_curves.GreedyReturn`);
+  for a real curve, the exact expected return of the greedy policies, see `_curves.GreedyReturn`,
+  and for a real best curve the expected best reported score);
 - generations to a target: a target between the best of the truth so far (and of the observed
   scores, which would otherwise have reached it already) and 25% past the truth's final best (so
   some are not reached by T); the truth is the first generation after n at which an observed score

@@ -138,7 +138,8 @@ def _forecast_sentence(info: ScoreInfo) -> str:
     else:
         what = f"the best {info.metric} stops improving" + ("" if f.level is None else f" (near {_num(f.level)})")
     if f.remaining == 0 and f.goal == "target":
-        return f"Forecast from generation {last}: a reported best {info.metric} has already reached the target {_num(f.level)}."
+        reached = f"a reported best {info.metric} has already reached the target {_num(f.level)}"
+        return f"Forecast from generation {last}: {reached}."
     if f.remaining == 0:
         return f"Forecast from generation {last}: the best {info.metric} has stopped improving (near {_num(f.level)})."
     if f.remaining is None:
