@@ -177,10 +177,10 @@ class GreedyReturn:
     #: Monte Carlo draws of a population's evaluation in `expected_best_score`.
     BEST_SCORE_DRAWS = 4000
 
-    def __init__(self, env_id: str, **make_options: object) -> None:
+    def __init__(self, env_id: str) -> None:
         import gymnasium
 
-        env = gymnasium.make(env_id, **make_options)
+        env = gymnasium.make(env_id)
         model = env.unwrapped
         states, actions = model.observation_space.n, model.action_space.n
         self.env_id = env_id

@@ -1,6 +1,6 @@
 """How well the convergence forecast predicts, against two naive baselines, on curves it has not seen.
 
-    python benchmarks/forecast_eval.py               # the full run (about 3.5 min of CPU on 1 core)
+    python benchmarks/forecast_eval.py               # the full run (about 3 min of CPU on 1 core)
     python benchmarks/forecast_eval.py --quick       # a smoke test (under 30 s): few curves, no Q-learning
     python benchmarks/forecast_eval.py --calibrate --per-family 100   # learning_curves._CALIBRATION (3.5 min)
     python benchmarks/forecast_eval.py --calibrate --per-family 100 --with-pbt   # pooled with real PBT curves

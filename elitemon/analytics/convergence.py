@@ -297,7 +297,9 @@ def convergence_report(
     """Progress, stall and forecast of the population's best `metric`, from the samples table.
 
     The improvements per generation are averaged over the last `window` generations; the forecast
-    is of the best score per generation, converted to hours at `seconds_per_generation`. There is
+    is of the best score per generation, converted to hours at `seconds_per_generation`. Its "already
+    reached" looks at the generations `population_progress` keeps, so a score in a newest generation
+    that too few agents have reported yet counts only once that generation is complete. There is
     none, and `no_forecast_reason` says so, with fewer than MIN_POINTS complete generations or a
     best score that has not moved (`NothingToExtrapolate`). Raises ValueError when `samples` has no
     score.

@@ -133,15 +133,15 @@ def _forecast_sentence(info: ScoreInfo) -> str:
     f = info.forecast
     assert f is not None
     last = f.generations[0]
-    if f.goal == "target":
-        what = f"a reported best {info.metric} first reaches the target {_num(f.level)}"
-    else:
-        what = f"the best {info.metric} stops improving" + ("" if f.level is None else f" (near {_num(f.level)})")
     if f.remaining == 0 and f.goal == "target":
         reached = f"a reported best {info.metric} has already reached the target {_num(f.level)}"
         return f"Forecast from generation {last}: {reached}."
     if f.remaining == 0:
         return f"Forecast from generation {last}: the best {info.metric} has stopped improving (near {_num(f.level)})."
+    if f.goal == "target":
+        what = f"a reported best {info.metric} first reaches the target {_num(f.level)}"
+    else:
+        what = f"the best {info.metric} stops improving" + ("" if f.level is None else f" (near {_num(f.level)})")
     if f.remaining is None:
         when = f"not within the forecast range ({f.generations[-1] - last} generations ahead)"
     else:

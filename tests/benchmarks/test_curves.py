@@ -89,6 +89,6 @@ def test_expected_best_score_of_taxi_policies_draws_each_policys_first_states_on
 
 
 def test_expected_best_score_refuses_an_environment_whose_episode_returns_it_cannot_know() -> None:
-    slippery_cliff = GreedyReturn("CliffWalking-v1", is_slippery=True)  # stochastic, returns -1 and -100 per step
+    slippery_cliff = GreedyReturn("CliffWalkingSlippery-v1")  # stochastic, returns -1 and -100 per step
     with pytest.raises(ValueError, match="neither deterministic nor returns 0 or 1"):
         slippery_cliff.expected_best_score([np.zeros(48)], 20, np.random.default_rng(0))

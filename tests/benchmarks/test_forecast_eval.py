@@ -39,14 +39,14 @@ def test_a_case_carries_the_nowcast_error_and_both_changes_in_units_of_the_truth
 
     case = forecast_eval.evaluate(curve, 0.5, np.random.default_rng(0))
 
-    n = 20
-    truth = trend(generations)
-    unit = truth.max() - truth.min()
-    fit = fit_learning_curve(generations[:n], curve.scores[:n])
-    assert case.final_error_nowcast == pytest.approx(abs(truth[n - 1] - truth[-1]) / unit)
-    assert case.true_change == pytest.approx((truth[-1] - truth[n - 1]) / unit)
-    assert case.predicted_change == pytest.approx(float(fit.expected(float(length)) - fit.expected(float(n))) / unit)
-    assert case.true_change > 0.1  # the curve still rises after the cut, so the columns are not trivially 0
+    # By hand: 20 of 40 generations observed; the truth runs from 10 - 8 e^(-1/15) to 10 - 8 e^(-40/15),
+    # a range of 8 (e^(-1/15) - e^(-40/15)) = 6.92819, and rises 8 (e^(-20/15) - e^(-40/15)) = 1.55291
+    # after generation 20: 0.224144 of the range.
+    assert case.final_error_nowcast == pytest.approx(0.224144, abs=1e-6)
+    assert case.true_change == pytest.approx(0.224144, abs=1e-6)
+    fit = fit_learning_curve(generations[:20], curve.scores[:20])
+    assert case.predicted_change == pytest.approx(float(fit.expected(40.0) - fit.expected(20.0)) / 6.92819, rel=1e-5)
+    assert case.predicted_change > 0.1  # the fit sees the rise go on
 
 
 def test_the_table_divides_the_nowcast_error_by_the_last_values_and_rank_correlates_the_changes(

@@ -17,6 +17,8 @@ import pytest
 from elitemon.cli import main
 from elitemon.config import StoreConfig
 from elitemon.htmlreport import SECTIONS, build_report, load_run, query_aggregator, read_data_dir
+from elitemon.htmlreport._render import _forecast_sentence
+from elitemon.htmlreport._sections import ForecastInfo, ScoreInfo
 from elitemon.schema import batch_from_rows
 from elitemon.store import Store
 from tests.conftest import store_frame
@@ -177,6 +179,23 @@ def test_report_says_a_target_a_reported_best_score_has_reached_is_reached():
     best = samples[samples["metric"] == "mean_return"]["value"].max()
     page = build_report(samples, events, configs, target=float(best) - 0.01, title="Reached")
     assert "has already reached the target" in page
+
+
+def test_a_forecast_flat_from_the_last_generation_says_the_best_score_has_stopped_improving():
+    flat = ForecastInfo(
+        generations=(12, 13),
+        median=(5.0, 5.0),
+        low=(4.5, 4.5),
+        high=(5.5, 5.5),
+        goal="flat",
+        level=5.0,
+        remaining=0,
+        remaining_low=0,
+        remaining_high=0,
+    )
+    info = ScoreInfo("mean_return", (11, 12), (4, 4), (5.0, 5.0), (4.0, 4.0), (3.0, 3.0), (5.0, 5.0), None, flat, None)
+    sentence = _forecast_sentence(info)
+    assert sentence == "Forecast from generation 12: the best mean_return has stopped improving (near 5)."
 
 
 def test_report_is_the_same_on_every_build(page):
