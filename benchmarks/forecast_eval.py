@@ -119,6 +119,7 @@ def evaluate(
     forecast = forecast_convergence(fit, target=target, horizon_generations=remaining)
     seconds = time.process_time() - started
 
+    final = float(fit.expected(float(length)))
     line = np.polyfit(generations[-LINEAR_POINTS:], observed[-LINEAR_POINTS:], 1)
     future = np.arange(n, length + 1, dtype=float)
     low, high = fit.interval(float(length))
@@ -140,11 +141,11 @@ def evaluate(
         family=curve.family,
         fraction=fraction,
         seconds=seconds,
-        final_error=abs(float(fit.expected(float(length))) - truth[-1]) / unit,
+        final_error=abs(final - truth[-1]) / unit,
         final_error_last=abs(observed[-1] - truth[-1]) / unit,
         final_error_linear=abs(float(np.polyval(line, length)) - truth[-1]) / unit,
         final_error_nowcast=abs(truth[n - 1] - truth[-1]) / unit,
-        predicted_change=float(fit.expected(float(length)) - fit.expected(float(n))) / unit,
+        predicted_change=(final - float(fit.expected(float(n)))) / unit,
         true_change=(truth[-1] - truth[n - 1]) / unit,
         final_covered=bool(low <= truth[-1] <= high),
         target_reached=true_steps is not None,

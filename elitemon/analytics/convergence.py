@@ -219,9 +219,11 @@ def forecast_convergence(
         return _forecast_flat(curve, future, flat_window, tolerance)
     if not np.isfinite(target):
         raise ValueError(f"target must be a finite number, but got {target=}.")
-    already = curve.best_score >= target
-    later = curve.probability_reached(target, future[1:]) if future.size > 1 else np.empty(0)
-    reached = np.ones(future.size) if already else np.concatenate([[0.0], later])
+    if curve.best_score >= target:
+        reached = np.ones(future.size)
+    else:
+        later = curve.probability_reached(target, future[1:]) if future.size > 1 else np.empty(0)
+        reached = np.concatenate([[0.0], later])
     probability = None
     if horizon_generations is not None:
         probability = float(reached[min(horizon_generations, reached.size - 1)])
