@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from elitemon.analytics._frames import require_columns
 from elitemon.analytics.learning_curves import MIN_POINTS, LearningCurve, NothingToExtrapolate, fit_learning_curve
@@ -119,9 +121,16 @@ def population_progress(
     by fewer than `min_reporting_fraction` of the agents are left out (see the module docstring).
     Empty input gives an empty frame with these columns.
     """
+    return progress_from_scores(agent_scores(samples, metric=metric), min_reporting_fraction=min_reporting_fraction)
+
+
+def progress_from_scores(
+    scores: pd.DataFrame, *, min_reporting_fraction: float = MIN_REPORTING_FRACTION
+) -> pd.DataFrame:
+    """`population_progress` from the `agent_scores` table (columns agent, generation, score)."""
     if not 0.0 <= min_reporting_fraction <= 1.0:
         raise ValueError(f"min_reporting_fraction must be in [0, 1], but got {min_reporting_fraction=}.")
-    scores = agent_scores(samples, metric=metric)
+    require_columns(scores, "scores", ("agent", "generation", "score"))
     by_generation = scores.groupby("generation")["score"]
     progress = pd.DataFrame({"agents": by_generation.size(), "best": by_generation.max(), "mean": by_generation.mean()})
     if not progress.empty:
@@ -207,18 +216,45 @@ def forecast_convergence(
     flat; the level is expected(g). Its interval comes from the ensemble members' own flattening
     generations (weighted 10% and 90% quantiles): model spread only, not calibrated like the target's.
     """
-    if horizon_generations is not None and horizon_generations < 1:
-        raise ValueError(f"horizon_generations must be at least 1, but got {horizon_generations=}.")
     if flat_window < 1:
         raise ValueError(f"flat_window must be at least 1, but got {flat_window=}.")
-    future = np.arange(curve.last_generation, np.floor(curve.max_generation) + 1.0)
     if target is None:
+        if horizon_generations is not None and horizon_generations < 1:
+            raise ValueError(f"horizon_generations must be at least 1, but got {horizon_generations=}.")
         tolerance = FLAT_FRACTION * curve.observed_range if flat_tolerance is None else flat_tolerance
         if tolerance < 0:
             raise ValueError(f"flat_tolerance must be >= 0, but got {flat_tolerance=}.")
+        future = np.arange(curve.last_generation, np.floor(curve.max_generation) + 1.0)
         return _forecast_flat(curve, future, flat_window, tolerance)
+    return forecast_target(curve, target, horizon_generations=horizon_generations)
+
+
+class ScoreForecast(Protocol):
+    """What a target forecast needs: a `LearningCurve`, or an agent's population-aware forecast
+    (`population_forecast.AgentForecast`)."""
+
+    @property
+    def last_generation(self) -> float: ...
+
+    @property
+    def max_generation(self) -> float: ...
+
+    @property
+    def best_score(self) -> float: ...
+
+    def probability_reached(self, value: float, generations: ArrayLike) -> np.ndarray: ...
+
+
+def forecast_target(
+    curve: ScoreForecast, target: float, *, horizon_generations: int | None = None
+) -> ConvergenceForecast:
+    """Generations until a reported score reaches `target`: the Goal.TARGET part of
+    `forecast_convergence` (its docstring has the rule), for any `ScoreForecast`."""
+    if horizon_generations is not None and horizon_generations < 1:
+        raise ValueError(f"horizon_generations must be at least 1, but got {horizon_generations=}.")
     if not np.isfinite(target):
         raise ValueError(f"target must be a finite number, but got {target=}.")
+    future = np.arange(curve.last_generation, np.floor(curve.max_generation) + 1.0)
     if curve.best_score >= target:
         reached = np.ones(future.size)
     else:

@@ -74,6 +74,8 @@ PASSAGE_PATHS = 400
 DRIFT = 0.1
 
 _Z90 = float(ndtri(0.9))
+#: The PASSAGE_PATHS quantile paths' positions in units of the 90% point: midpoints of (0, 1).
+PASSAGE_Z = ndtri((np.arange(PASSAGE_PATHS) + 0.5) / PASSAGE_PATHS)[:, None] / _Z90
 #: (relative horizon h, q10, q50, q90) of (truth - expected) / s(h), from
 #: `python benchmarks/forecast_eval.py --calibrate --per-family 100` (600 synthetic curves of seed 0,
 #: each cut at 4 random points, forecast at the horizons that stay within the curve).
@@ -261,28 +263,16 @@ class LearningCurve:
 
         Model: the trend follows one calibrated quantile path, q_p(g) = quantile(g, p), the same p at
         every generation (a curve that runs high runs high throughout), and each observed score adds
-        independent noise of standard deviation sd = max(noise, scatter). Given p, the chance that no
-        score reaches the value by generation g is the product over the generations up to g of
-        Phi((value - q_p(g')) / sd); averaged over PASSAGE_PATHS equally likely p (midpoints of
-        (0, 1)), one minus that is the probability. With sd = 0 a path reaches the value when its
-        quantile does, and the probability is the share of paths that have.
+        independent noise of standard deviation sd = max(noise, scatter); `first_passage` averages
+        the chance of a passage over PASSAGE_PATHS equally likely p.
 
         Why the scatter: `noise` is robust on purpose, blind to jumps and outliers, because it sizes
         the trend's uncertainty. But a score that jumps reaches a target as surely as a noisy one,
         and with the robust noise alone the observed scores of the Q-learning PBT curves crossed
         before the forecast's 80% interval began in 28% (30% observed) and 39% (50%) of the cases.
         """
-        g = np.asarray(generations, dtype=float)
-        if g.ndim != 1 or np.any(np.diff(g) <= 0):
-            raise ValueError("generations must be a one-dimensional, increasing grid.")
-        z = ndtri((np.arange(PASSAGE_PATHS) + 0.5) / PASSAGE_PATHS)[:, None] / _Z90
-        paths = self._split_normal_at(g, z)
-        sd = max(self.noise, self.scatter)
-        if sd > 0:
-            stays_below = ndtr((value - paths) / sd)
-        else:
-            stays_below = (paths < value).astype(float)
-        return (1.0 - np.cumprod(stays_below, axis=1)).mean(axis=0)  # with sd = 0, exactly k / PASSAGE_PATHS
+        g = _increasing_grid(generations)
+        return first_passage(self._split_normal_at(g, PASSAGE_Z), value, max(self.noise, self.scatter))
 
     def member_curves(self, generations: ArrayLike) -> np.ndarray:
         """Each member's curve in score units, one row per member (in `families` order)."""
@@ -316,6 +306,29 @@ class LearningCurve:
             return np.stack(
                 [by_name[name].function(t, *p) for name, p in zip(self.families, self.parameters, strict=True)]
             )
+
+
+def first_passage(paths: np.ndarray, value: float, sd: float) -> np.ndarray:
+    """P(a score observed at one of the columns' generations, up to and including each, reaches `value`).
+
+    `paths` holds equally likely trend paths, one per row (quantile paths at PASSAGE_Z); each observed
+    score is its path's value plus independent noise of standard deviation `sd`. Given a path, the
+    chance that no score reaches the value by column j is the product over columns up to j of
+    Phi((value - path) / sd); one minus that, averaged over the paths, is the probability. With
+    sd = 0 a path reaches the value when it does, and the probability is the share of paths that have.
+    """
+    if sd > 0:
+        stays_below = ndtr((value - paths) / sd)
+    else:
+        stays_below = (paths < value).astype(float)
+    return (1.0 - np.cumprod(stays_below, axis=1)).mean(axis=0)
+
+
+def _increasing_grid(generations: ArrayLike) -> np.ndarray:
+    g = np.asarray(generations, dtype=float)
+    if g.ndim != 1 or np.any(np.diff(g) <= 0):
+        raise ValueError("generations must be a one-dimensional, increasing grid.")
+    return g
 
 
 def fit_learning_curve(generations: ArrayLike, scores: ArrayLike) -> LearningCurve:
