@@ -1,0 +1,151 @@
+"""The population-aware forecast against hand-computed values.
+
+The population of most tests: four agents whose scores rise in straight lines, 0.1 g, 0.2 g, 0.3 g
+and 0.4 g at generations g = 1..10. At generation 10 the latest scores are 1, 2, 3, 4: their median
+is 2.5, the upper half is {3, 4}, so U = 3.5 and its standard deviation 0.5. The best score per
+generation, 0.4 g, is a straight line, whose robust noise is 0; so the scale is s = 0.5, and each
+agent's own noise is 0 too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from elitemon.analytics.convergence import forecast_target
+from elitemon.analytics.population_forecast import _CALIBRATION, exploit_rate, forecast_population
+from tests.conftest import store_frame
+
+
+def lines(slopes: dict[str, float], generations: int = 10) -> pd.DataFrame:
+    """The agent_scores table of agents scoring slope * g at generations 1..`generations`."""
+    return pd.DataFrame(
+        [
+            {"agent": agent, "generation": g, "score": slope * g}
+            for agent, slope in slopes.items()
+            for g in range(1, generations + 1)
+        ]
+    )
+
+
+FOUR = {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4}
+
+
+def test_the_forecast_starts_from_the_latest_scores_the_upper_halfs_mean_and_its_spread() -> None:
+    forecast = forecast_population(lines(FOUR), exploit_rate=0.05)
+
+    assert forecast.last_generation == 10
+    assert {name: f.latest for name, f in forecast.agents.items()} == pytest.approx({"a": 1, "b": 2, "c": 3, "d": 4})
+    assert forecast.agents["a"].population_level == pytest.approx(3.5)
+    assert forecast.agents["a"].scale == pytest.approx(0.5)
+    assert forecast.agents["a"].best_score == pytest.approx(1.0)
+    assert forecast.agents["a"].max_generation == 50  # 4 observed spans of 10 generations ahead
+
+
+def test_an_agent_closes_its_gap_to_the_upper_half_as_exploits_arrive() -> None:
+    agents = forecast_population(lines(FOUR), exploit_rate=0.05).agents
+
+    # h = 10 generations at 0.05 exploits per agent per generation: w = 1 - exp(-2 * 0.05 * 10) = 0.6321206.
+    assert agents["a"].expected(20) == pytest.approx(1 + 0.6321206 * 2.5, abs=1e-6)  # 2.580301
+    assert agents["d"].expected(20) == pytest.approx(4 - 0.6321206 * 0.5, abs=1e-6)  # a lucky top score falls back
+    assert agents["a"].expected(10) == pytest.approx(1.0)  # no time, no exploit
+    assert agents["a"].expected(50) == pytest.approx(3.5 - 2.5 * math.exp(-4), abs=1e-9)
+
+
+def test_without_exploits_every_agent_is_forecast_at_its_latest_score() -> None:
+    agents = forecast_population(lines(FOUR), exploit_rate=0.0).agents
+
+    assert [float(f.expected(40)) for f in agents.values()] == pytest.approx([1, 2, 3, 4])
+
+
+def test_the_mean_is_forecast_as_the_mean_of_the_agents() -> None:
+    forecast = forecast_population(lines(FOUR), exploit_rate=0.05)
+    generations = np.array([10, 13, 25, 50])
+
+    by_agent = np.mean([f.expected(generations) for f in forecast.agents.values()], axis=0)
+    assert forecast.mean.latest == pytest.approx(2.5)
+    np.testing.assert_allclose(forecast.mean.expected(generations), by_agent)
+
+
+def test_the_80_percent_interval_is_the_calibrated_quantiles_times_the_scale() -> None:
+    exploits_by_then, q10, q50, q90 = _CALIBRATION[3]
+    rate = exploits_by_then / 10  # so that ten generations ahead sit on this calibration row
+    agent = forecast_population(lines(FOUR), exploit_rate=rate).agents["a"]
+
+    low, high = agent.interval(20)
+    expected = float(agent.expected(20))
+    assert (float(low), float(high)) == pytest.approx((expected + 0.5 * q10, expected + 0.5 * q90))
+    assert float(agent.quantile(20, 0.5)) == pytest.approx(expected + 0.5 * q50)
+
+
+def test_a_weak_agent_reaches_a_target_the_upper_half_has_passed_only_through_exploits() -> None:
+    exploited = forecast_population(lines(FOUR), exploit_rate=0.05).agents["a"]
+    alone = forecast_population(lines(FOUR), exploit_rate=0.0).agents["a"]
+
+    # 20 generations ahead: w = 1 - exp(-2) = 0.865, expected 1 + 0.865 * 2.5 = 3.16, and the
+    # calibrated median lies above it; left alone, agent a stays at 1 +- 0.5 q, far below 3.2.
+    assert forecast_target(exploited, 3.2, horizon_generations=20).probability_within_horizon > 0.5
+    assert forecast_target(alone, 3.2, horizon_generations=20).probability_within_horizon == 0.0
+    assert forecast_target(alone, 0.9).generations_remaining == 0  # agent a's own best, 1.0, reached it
+
+
+def test_the_expected_share_of_agents_at_a_score_counts_those_whose_forecast_reaches_it() -> None:
+    # Latest 1, 2, 4, 4: the upper half is {4, 4}, so U = 4 with no spread, and the scale is 0.
+    slopes = {"a": 0.1, "b": 0.2, "c": 0.4, "d": 0.4}
+
+    assert forecast_population(lines(slopes), exploit_rate=0.0).expected_share_at_least(3.0, 15) == 0.5
+    # 40 generations of 0.05 exploits: w = 1 - exp(-4) = 0.982; agent a at 1 + 0.982 * 3 = 3.95.
+    assert forecast_population(lines(slopes), exploit_rate=0.05).expected_share_at_least(3.0, 50) == 1.0
+
+
+def test_an_agents_report_of_a_generation_too_few_agents_have_reached_is_not_its_latest() -> None:
+    scores = pd.concat([lines(FOUR), pd.DataFrame([{"agent": "d", "generation": 11, "score": 9.0}])])
+
+    forecast = forecast_population(scores, exploit_rate=0.05)
+
+    assert forecast.last_generation == 10
+    assert forecast.agents["d"].latest == pytest.approx(4.0)
+
+
+def test_exploit_rate_is_exploits_per_reported_agent_generation() -> None:
+    def exploit(generation: int) -> dict:
+        payload = json.dumps({"target_generation": generation, "source_generation": generation})
+        return {
+            "ts": 1e9 + generation,
+            "type": "exploit",
+            "agent": "a",
+            "source_agent": "d",
+            "generation": generation,
+            "payload": payload,
+        }
+
+    completed = {"ts": 1e9 + 6, "type": "migration_completed", "agent": "a", "generation": 6, "payload": "{}"}
+    events = store_frame("events", [exploit(5), exploit(5), completed, exploit(10)])
+
+    assert exploit_rate(lines(FOUR), events) == pytest.approx(3 / 40)
+    assert exploit_rate(lines(FOUR), events, up_to_generation=5) == pytest.approx(2 / 20)
+
+
+@pytest.mark.parametrize(
+    ("scores", "rate", "message"),
+    [
+        (lines(FOUR), -0.1, "exploit_rate must be a finite number >= 0"),
+        (lines(FOUR), float("nan"), "exploit_rate must be a finite number >= 0"),
+        (lines(FOUR, generations=7), 0.05, "needs 8 complete generations, but there are 7"),
+        (lines(FOUR).drop(columns="score"), 0.05, "scores is missing columns"),
+    ],
+)
+def test_bad_input_is_refused_with_the_reason(scores: pd.DataFrame, rate: float, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        forecast_population(scores, exploit_rate=rate)
+
+
+def test_generations_past_the_forecast_range_are_refused() -> None:
+    agent = forecast_population(lines(FOUR), exploit_rate=0.05).agents["a"]
+
+    with pytest.raises(ValueError, match="generations past 50"):
+        agent.expected(51)
