@@ -22,7 +22,9 @@ iterations the bottom quarter copies the Q-table and hyperparameters of a random
 quarter and perturbs each hyperparameter (x0.8 or x1.2, or a fresh draw with probability 0.25), as
 Tune's PBT does. The population's best and mean score per iteration, and each agent's score (with
 the jumps of its exploits), are the curves. They are real
-training curves (nothing about them is made up), but from this loop, not from a Tune run.
+training curves (nothing about them is made up), but from this loop, not from a Tune run. A mean or
+agent curve carries its run (`Population`: every agent's scores and the generations of the
+exploits) for the population-aware forecast.
 
 A real curve's trend is exact too: the expected return of each agent's greedy policy at each
 iteration, by finite-horizon policy evaluation on the environment's own transition table
@@ -40,8 +42,37 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 FAMILIES = ("exponential", "power_law", "sigmoid", "pbt_jumps", "setbacks", "noisy")
+
+
+@dataclass(frozen=True)
+class Population:
+    """The PBT run a real curve comes from: every agent's score per generation (one row per
+    generation 1..T, one column per agent) and the generation of each exploit, for the
+    population-aware forecast (elitemon.analytics.population_forecast)."""
+
+    scores: np.ndarray
+    exploit_generations: np.ndarray
+
+    def scores_frame(self, generations: int) -> pd.DataFrame:
+        """The `agent_scores` table of generations 1..`generations`: agent, generation, score."""
+        observed = self.scores[:generations]
+        agents, steps = observed.shape[1], observed.shape[0]
+        return pd.DataFrame(
+            {
+                "agent": np.tile([f"agent{i}" for i in range(agents)], steps),
+                "generation": np.repeat(np.arange(1, steps + 1), agents),
+                "score": observed.ravel(),
+            }
+        )
+
+    def exploit_rate(self, generations: int) -> float:
+        """Exploits per agent per generation over generations 1..`generations`, as
+        `population_forecast.exploit_rate` counts them."""
+        exploited = int(np.count_nonzero(self.exploit_generations <= generations))
+        return exploited / (self.scores.shape[1] * generations)
 
 
 @dataclass(frozen=True)
@@ -49,12 +80,16 @@ class Curve:
     """One curve: its observed scores per generation 1..len(scores), and its noise-free trend.
 
     `trend` maps generations to the noise-free score: for synthetic curves any generation, also past
-    the end; for real ones generations 1..len(scores), interpolated linearly between them.
+    the end; for real ones generations 1..len(scores), interpolated linearly between them. A real
+    agent's or mean curve also has its `population` and `member` (the agent's name in
+    `Population.scores_frame`, or "mean").
     """
 
     family: str
     scores: np.ndarray
     trend: Callable[[np.ndarray], np.ndarray]
+    population: Population | None = None
+    member: str | None = None
 
 
 def synthetic_curves(count_per_family: int, *, seed: int) -> list[Curve]:
@@ -140,6 +175,7 @@ def qlearning_pbt_curves(
             history = np.empty((iterations, agents))
             expected = np.empty((iterations, agents))
             expected_best = np.empty(iterations)
+            exploit_generations: list[int] = []
             for iteration in range(iterations):
                 values = []
                 for i, learner in enumerate(learners):
@@ -150,10 +186,17 @@ def qlearning_pbt_curves(
                     expected[iteration, i] = greedy_return.from_start(values[-1])
                 expected_best[iteration] = greedy_return.expected_best_score(values, eval_episodes, draws)
                 if (iteration + 1) % interval == 0:
-                    _exploit_and_explore(history[iteration], learners, settings, rng, BOUNDS)
+                    copied = _exploit_and_explore(history[iteration], learners, settings, rng, BOUNDS)
+                    exploit_generations.extend([iteration + 1] * copied)
+            population = Population(history, np.array(exploit_generations))
             curves.append(Curve(f"{env_id} best", history.max(axis=1), _interpolated(expected_best)))
-            curves.append(Curve(f"{env_id} mean", history.mean(axis=1), _interpolated(expected.mean(axis=1))))
-            curves.extend(Curve(f"{env_id} agent", history[:, i], _interpolated(expected[:, i])) for i in range(agents))
+            curves.append(
+                Curve(f"{env_id} mean", history.mean(axis=1), _interpolated(expected.mean(axis=1)), population, "mean")
+            )
+            curves.extend(
+                Curve(f"{env_id} agent", history[:, i], _interpolated(expected[:, i]), population, f"agent{i}")
+                for i in range(agents)
+            )
     return curves
 
 
@@ -260,7 +303,8 @@ def _exploit_and_explore(
     settings: list[dict[str, float]],
     rng: np.random.Generator,
     bounds: dict[str, tuple[float, float]],
-) -> None:
+) -> int:
+    """The bottom quarter copies a random agent of the top quarter; returns how many agents copied."""
     order = np.argsort(scores)
     quarter = max(1, len(scores) // 4)
     for loser in order[:quarter]:
@@ -271,3 +315,4 @@ def _exploit_and_explore(
             name: float(np.clip(fresh[name] if rng.random() < 0.25 else value * rng.choice([0.8, 1.2]), *bounds[name]))
             for name, value in settings[winner].items()
         }
+    return quarter

@@ -4,6 +4,7 @@
     python benchmarks/forecast_eval.py --quick       # a smoke test (under 30 s): few curves, no Q-learning
     python benchmarks/forecast_eval.py --calibrate --per-family 100   # learning_curves._CALIBRATION (3.5 min)
     python benchmarks/forecast_eval.py --calibrate --per-family 100 --with-pbt   # pooled with real PBT curves
+    python benchmarks/forecast_eval.py --calibrate-population   # population_forecast._CALIBRATION (2 min)
 
 Curves (benchmarks/_curves.py): synthetic ones from six families with random parameters (seed 1;
 the calibration uses seed 0, other curves), and real ones: the best, mean and per-agent scores of
@@ -20,6 +21,9 @@ generations 1..n = round(f T) and predicts:
   reaches it, what a stop condition such as Tune's reacts to (with
   `--generations-truth trend`: at which the trend does). Any prediction past T counts as T (the run
   ends there), for every method alike; the error is measured over the targets that are reached.
+Two forecasters: the learning-curve ensemble (`ensemble`: learning_curves.py, the curve alone), and
+for a real agent or mean curve also the population-aware forecast (`population`:
+population_forecast.py, from every agent's scores and the exploits up to n), on the same target.
 Baselines: the last observed value (it predicts no further change), and a straight line through
 the last k = 10 observed points. Two columns say how much room there is to beat the last value:
 `now/last` is the error of the truth at the cut (a perfect nowcast, which no forecaster has) over
@@ -29,28 +33,33 @@ expected(n), with the truth's. Beating the nowcast takes foreseeing change: a `c
 above 0. Errors of the final value are in units of the curve's range (the
 truth's max - min over 1..T), so that curves of every scale weigh the same. Also reported: how often
 the 80% intervals contain the truth, and the Brier score of the probability of reaching the target
-by T (the baselines' probabilities are 0 or 1). The forecaster abstains on a curve whose observed
+by T (the baselines' probabilities are 0 or 1). The ensemble abstains on a curve whose observed
 part is constant (`NothingToExtrapolate`); those cases are counted ("abstained") and left out of
-every other column, the baselines' included, so that all three are compared on the same forecasts.
+every other column of its rows, the baselines' included, so that all three are compared on the same
+forecasts. The population-aware forecast does not abstain (a constant agent still has a
+population), so its rows hold those cases too, and its baselines' errors are over them.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from _curves import FAMILIES, Curve, qlearning_pbt_curves, synthetic_curves
 
-from elitemon.analytics.convergence import forecast_convergence
+from elitemon.analytics.convergence import ConvergenceForecast, ScoreForecast, forecast_target
 from elitemon.analytics.learning_curves import (
     MAX_RELATIVE_HORIZON,
     MIN_POINTS,
+    LearningCurve,
     NothingToExtrapolate,
     fit_learning_curve,
 )
+from elitemon.analytics.population_forecast import AgentForecast, forecast_population
 
 FRACTIONS = (0.3, 0.5)
 LINEAR_POINTS = 10
@@ -61,6 +70,8 @@ CALIBRATION_HORIZONS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 EVALUATION_PBT_SEEDS = (0, 1, 2, 3)
 #: Q-learning PBT runs for the calibration: other seeds than the evaluation's.
 CALIBRATION_PBT_SEEDS = (10, 11, 12, 13)
+#: Bins of the expected exploits per agent for the population-aware forecast's calibration.
+POPULATION_CALIBRATION_EDGES = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, np.inf)
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,7 @@ class Case:
     """One forecast and its truth; errors of values are in units of the curve's range."""
 
     family: str
+    method: str
     fraction: float
     seconds: float
     final_error: float
@@ -92,46 +104,86 @@ class Abstention:
     """A curve cut the forecaster declined: its observed part is constant."""
 
     family: str
+    method: str
     fraction: float
 
 
 def evaluate(
     curve: Curve, fraction: float, rng: np.random.Generator, generations_truth: str = "observed"
-) -> Case | Abstention | None:
+) -> list[Case | Abstention]:
+    """The cases of one curve cut at `fraction`: the ensemble's forecast, and for a curve with a
+    population (a real agent or mean) also the population-aware one, on the same target."""
     length = curve.scores.size
     n = int(round(fraction * length))
     if n < MIN_POINTS:
-        return None
+        return []
     truth = curve.trend(np.arange(1, length + 1, dtype=float))
+    observed = curve.scores[:n]
+    # A target a score has already reached would have stopped the run: above those too, when they count.
+    reached_so_far = float(observed.max()) if generations_truth == "observed" else -np.inf
+    target = _target(truth, n, rng, reached_so_far)
+    crossing = curve.scores if generations_truth == "observed" else truth
+    reached_at = _first_at_least(crossing[n:], target)  # generations after n, 1-based
+    cases: list[Case | Abstention] = []
+    for method, forecaster in _forecasters(curve).items():
+        started = time.process_time()  # CPU time: the machine may be shared, and wall time then says little
+        try:
+            fit = forecaster(n)
+        except NothingToExtrapolate:
+            cases.append(Abstention(curve.family, method, fraction))
+            continue
+        forecast = forecast_target(fit, target, horizon_generations=length - n)
+        seconds = time.process_time() - started
+        true_steps = None if reached_at is None else reached_at + 1
+        cases.append(_case(curve, method, fraction, seconds, fit, forecast, truth, target, true_steps))
+    return cases
+
+
+def _forecasters(curve: Curve) -> dict[str, Callable[[int], ScoreForecast]]:
+    """The forecasts to evaluate for `curve`, by method, each from its first n generations."""
+
+    def ensemble(n: int) -> LearningCurve:
+        return fit_learning_curve(np.arange(1, n + 1, dtype=float), curve.scores[:n])
+
+    methods: dict[str, Callable[[int], ScoreForecast]] = {"ensemble": ensemble}
+    population, member = curve.population, curve.member
+    if population is not None and member is not None:
+
+        def population_aware(n: int) -> AgentForecast:
+            forecast = forecast_population(population.scores_frame(n), exploit_rate=population.exploit_rate(n))
+            return forecast.mean if member == "mean" else forecast.agents[member]
+
+        methods["population"] = population_aware
+    return methods
+
+
+def _case(
+    curve: Curve,
+    method: str,
+    fraction: float,
+    seconds: float,
+    fit: LearningCurve | AgentForecast,
+    forecast: ConvergenceForecast,
+    truth: np.ndarray,
+    target: float,
+    true_steps: int | None,
+) -> Case:
+    length = truth.size
+    n = int(fit.last_generation)
     unit = float(truth.max() - truth.min()) or 1.0
     observed = curve.scores[:n]
     generations = np.arange(1, n + 1, dtype=float)
     remaining = length - n
-
-    # A target a score has already reached would have stopped the run: above those too, when they count.
-    reached_so_far = float(observed.max()) if generations_truth == "observed" else -np.inf
-    target = _target(truth, n, rng, reached_so_far)
-    started = time.process_time()  # CPU time: the machine may be shared, and wall time then says little
-    try:
-        fit = fit_learning_curve(generations, observed)
-    except NothingToExtrapolate:
-        return Abstention(curve.family, fraction)
-    forecast = forecast_convergence(fit, target=target, horizon_generations=remaining)
-    seconds = time.process_time() - started
-
-    final = float(fit.expected(float(length)))
-    line = np.polyfit(generations[-LINEAR_POINTS:], observed[-LINEAR_POINTS:], 1)
-    future = np.arange(n, length + 1, dtype=float)
-    low, high = fit.interval(float(length))
-    crossing = curve.scores if generations_truth == "observed" else truth
-    reached_at = _first_at_least(crossing[n:], target)  # generations after n, 1-based
-    true_steps = None if reached_at is None else reached_at + 1
 
     def steps_error(predicted: int | None) -> float:
         if true_steps is None:
             return np.nan
         return abs(min(remaining if predicted is None else predicted, remaining) - true_steps)
 
+    final = float(fit.expected(float(length)))
+    line = np.polyfit(generations[-LINEAR_POINTS:], observed[-LINEAR_POINTS:], 1)
+    future = np.arange(n, length + 1, dtype=float)
+    low, high = fit.interval(float(length))
     linear_steps = _first_at_least(np.polyval(line, future), target)
     last_steps = 0 if observed[-1] >= target else None
     lowest = forecast.generations_remaining_low
@@ -139,6 +191,7 @@ def evaluate(
     reached = float(true_steps is not None)
     return Case(
         family=curve.family,
+        method=method,
         fraction=fraction,
         seconds=seconds,
         final_error=abs(final - truth[-1]) / unit,
@@ -176,22 +229,23 @@ def _first_at_least(values: np.ndarray, level: float) -> int | None:
 
 def run(curves: list[Curve], seed: int, generations_truth: str = "observed") -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    cases = [evaluate(curve, fraction, rng, generations_truth) for curve in curves for fraction in FRACTIONS]
-    return pd.DataFrame(
-        [{**case.__dict__, "abstained": isinstance(case, Abstention)} for case in cases if case is not None]
-    )
+    cases = [
+        case for curve in curves for fraction in FRACTIONS for case in evaluate(curve, fraction, rng, generations_truth)
+    ]
+    return pd.DataFrame([{**case.__dict__, "abstained": isinstance(case, Abstention)} for case in cases])
 
 
 def table(cases: pd.DataFrame, group: str) -> pd.DataFrame:
     """Per group and fraction: errors, their ratios to the baselines, coverage, Brier scores, over
     the cases forecast (the abstentions are counted apart)."""
     rows = []
-    for (name, fraction), group_cases in cases.groupby([group, "fraction"], sort=False):
+    for (name, method, fraction), group_cases in cases.groupby([group, "method", "fraction"], sort=False):
         part = group_cases[~group_cases["abstained"]]
         reached = part[part["target_reached"].astype(bool)]
         rows.append(
             {
                 group: name,
+                "method": method,
                 "obs": f"{fraction:.0%}",
                 "n": len(part),
                 "abstained": len(group_cases) - len(part),
@@ -256,6 +310,40 @@ def calibrate(curve_sets: dict[str, list[Curve]], seed: int) -> np.ndarray:
     return np.array(rows)
 
 
+def calibrate_population(curves: list[Curve], seed: int) -> np.ndarray:
+    """Quantiles 10/50/90% of (truth - expected) / s of the population-aware forecast, per bin of
+    the expected exploits per agent rho h (POPULATION_CALIBRATION_EDGES); each row's first value is
+    its bin's median rho h, its last the forecasts in it.
+
+    Every real agent and mean curve is cut at CALIBRATION_CUTS random points (15% to 85% of its
+    length) and forecast at every later generation; the truth is the curve's trend.
+    """
+    rng = np.random.default_rng(seed)
+    exploits_by_then, normalised = [], []
+    for curve in curves:
+        forecaster = _forecasters(curve).get("population")
+        if forecaster is None:
+            continue
+        length = curve.scores.size
+        for fraction in rng.uniform(0.15, 0.85, size=CALIBRATION_CUTS):
+            n = int(round(fraction * length))
+            if n < MIN_POINTS:
+                continue
+            fit = forecaster(n)
+            if fit.scale == 0:
+                continue
+            later = np.arange(n + 1, min(length, fit.max_generation) + 1, dtype=float)
+            exploits_by_then.append(fit.exploit_rate * (later - n))
+            normalised.append((curve.trend(later) - fit.expected(later)) / fit.scale)
+    x, z = np.concatenate(exploits_by_then), np.concatenate(normalised)
+    rows = []
+    for low, high in zip(POPULATION_CALIBRATION_EDGES[:-1], POPULATION_CALIBRATION_EDGES[1:], strict=True):
+        inside = (x >= low) & (x < high)
+        if inside.any():
+            rows.append([float(np.median(x[inside])), *np.quantile(z[inside], (0.1, 0.5, 0.9)), int(inside.sum())])
+    return np.array(rows)
+
+
 def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, probabilities: tuple[float, ...]) -> list[float]:
     """Quantiles of the distribution that puts `weights` on `values` (midpoint interpolation)."""
     order = np.argsort(values)
@@ -286,8 +374,21 @@ def main() -> None:
         default="observed",
         help="when a target counts as reached: the first observed score at or above it, or the trend's crossing",
     )
+    parser.add_argument(
+        "--calibrate-population",
+        action="store_true",
+        help="print population_forecast._CALIBRATION (Q-learning PBT seeds 10-13)",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.calibrate_population:
+        quantiles = calibrate_population(qlearning_pbt_curves(seeds=CALIBRATION_PBT_SEEDS), seed=0)
+        rows = "\n".join(
+            f"        [{x:.3f}, {low:.3f}, {middle:.3f}, {high:.3f}],  # {count:.0f} forecasts"
+            for x, low, middle, high, count in quantiles
+        )
+        print(f"_CALIBRATION = np.array(\n    [\n{rows}\n    ]\n)\n({time.perf_counter() - started:.0f} s)")
+        return
     if args.calibrate:
         sets = {"synthetic": synthetic_curves(args.per_family, seed=0)}
         if args.with_pbt:

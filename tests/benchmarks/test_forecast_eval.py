@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks._curves import Curve
+from benchmarks._curves import Curve, Population
 from elitemon.analytics.learning_curves import fit_learning_curve
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -37,7 +37,7 @@ def test_a_case_carries_the_nowcast_error_and_both_changes_in_units_of_the_truth
     wiggle = 0.05 * np.where(generations % 2 == 0, 1.0, -1.0)
     curve = Curve("exponential", trend(generations) + wiggle, trend)
 
-    case = forecast_eval.evaluate(curve, 0.5, np.random.default_rng(0))
+    (case,) = forecast_eval.evaluate(curve, 0.5, np.random.default_rng(0))  # no population: the ensemble only
 
     # By hand: 20 of 40 generations observed; the truth runs from 10 - 8 e^(-1/15) to 10 - 8 e^(-40/15),
     # a range of 8 (e^(-1/15) - e^(-40/15)) = 6.92819, and rises 8 (e^(-20/15) - e^(-40/15)) = 1.55291
@@ -60,6 +60,7 @@ def test_the_table_divides_the_nowcast_error_by_the_last_values_and_rank_correla
                     dataclasses.replace(
                         template,
                         family="f",
+                        method="ensemble",
                         fraction=0.3,
                         final_error=0.1,
                         final_error_linear=0.2,
@@ -81,3 +82,29 @@ def test_the_table_divides_the_nowcast_error_by_the_last_values_and_rank_correla
     assert row["now/last"] == pytest.approx(0.25 / 0.4)
     # The changes rise together, though not in proportion: the rank correlation is 1 (Pearson's is 0.82).
     assert row["change rho"] == pytest.approx(1.0)
+
+
+def test_a_curve_from_a_population_is_also_forecast_by_the_population_on_the_same_target(
+    forecast_eval: ModuleType,
+) -> None:
+    # Four agents 0.1 g .. 0.4 g over 40 generations, one exploit per 10 agent-generations, agent
+    # a's truth rising to 3.5. Cut at 20: the latest scores are 2, 4, 6, 8, the upper half's mean U = 7.
+    generations = np.arange(1, 41, dtype=float)
+    scores = np.outer(generations, [0.1, 0.2, 0.3, 0.4])
+    population = Population(scores, exploit_generations=np.repeat([5, 10, 15, 20, 25], 2))
+
+    def trend(g: np.ndarray) -> np.ndarray:
+        return np.interp(np.asarray(g, dtype=float), [1, 40], [0.1, 3.5])
+
+    curve = Curve("toy agent", scores[:, 0], trend, population, "agent0")
+
+    ensemble, aware = forecast_eval.evaluate(curve, 0.5, np.random.default_rng(0))
+
+    assert (ensemble.method, aware.method) == ("ensemble", "population")
+    assert population.exploit_rate(20) == pytest.approx(8 / 80)
+    # The same target for both: the same truth of generations to it and the same baselines.
+    assert aware.generations_error_last == ensemble.generations_error_last
+    assert aware.final_error_last == ensemble.final_error_last
+    # w = 1 - exp(-2 * 0.1 * 20) = 0.981684: agent a is expected at 2 + 0.981684 * 5 = 6.90842 at 40,
+    # where the truth is 3.5, over a range of 3.4.
+    assert aware.final_error == pytest.approx((6.90842 - 3.5) / 3.4, abs=1e-5)
