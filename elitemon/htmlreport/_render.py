@@ -123,6 +123,10 @@ def _score_section(info: ScoreInfo) -> str:
         parts.append(_note(f"no forecast: {info.note}"))
     else:
         parts.append(f"<p>{_e(_forecast_sentence(info))}</p>")
+    if info.agents_forecast is None:
+        parts.append(_note(f"no forecast of the agents: {info.agents_note}"))
+    else:
+        parts.append(f"<p>{_e(_agents_sentence(info))}</p>")
     rows = zip(info.generations, info.agents, info.best, info.mean, info.p10, info.p90, strict=True)
     table = _table(("generation", "agents", "best", "mean", "p10", "p90"), ([g, a, *map(_num, r)] for g, a, *r in rows))
     parts.append(f"<details><summary>per generation</summary>{table}</details>")
@@ -152,6 +156,20 @@ def _forecast_sentence(info: ScoreInfo) -> str:
     if f.goal == "target":
         band += "; single scores scatter around it, so one may reach the target before the band does"
     return f"Forecast from generation {last}: {what} {when}. {band}."
+
+
+def _agents_sentence(info: ScoreInfo) -> str:
+    f = info.agents_forecast
+    assert f is not None
+    end = f.generations[-1]
+    rate = f"{100 * f.exploit_rate:.1f} exploits per 100 agent-generations"
+    how = f"As exploits copy the better agents ({rate} so far), the mean {info.metric}"
+    interval = f"80% interval {_num(f.low[-1])} to {_num(f.high[-1])}"
+    sentence = f"{how} is expected at {_num(f.median[-1])} by generation {end} ({interval})."
+    if f.share_at_target is not None:
+        share = f"{f.share_at_target:.0%}"
+        sentence += f" Expected share of agents at or above the target {_num(info.target)} then: {share}."
+    return sentence
 
 
 def _diversity_section(info: DiversityInfo) -> str:
@@ -230,6 +248,10 @@ def _score_figure(info: ScoreInfo) -> Figure:
         ax.fill_between(f.generations, f.low, f.high, color=_FORECAST, alpha=0.2, lw=0, label="forecast, 80% band")
         ax.plot(f.generations, f.median, color=_FORECAST, lw=1.6, ls="--", label="forecast (median)")
         ax.axvline(f.generations[0], color="#888888", lw=0.8, ls=":")
+    if info.agents_forecast is not None:
+        a = info.agents_forecast
+        ax.fill_between(a.generations, a.low, a.high, color=_MEAN, alpha=0.12, lw=0, label="mean forecast, 80% band")
+        ax.plot(a.generations, a.median, color=_MEAN, lw=1.2, ls="--", label="mean forecast (median)")
     if info.target is not None:
         ax.axhline(info.target, color=_TARGET, lw=1.0, ls="-.", label=f"target {_num(info.target)}")
     ax.set_xlabel("generation")

@@ -34,6 +34,7 @@ from elitemon.analytics.population import (
     score_distribution_by_generation,
     target_achievement,
 )
+from elitemon.analytics.population_forecast import exploit_rate, forecast_population
 
 #: Results Tune adds to every report, and counters: bookkeeping, never the score.
 NOT_SCORES = frozenset(
@@ -110,6 +111,19 @@ class ForecastInfo(NamedTuple):
     remaining_high: int | None
 
 
+class AgentsForecastInfo(NamedTuple):
+    """The population-aware forecast (analytics.population_forecast) of the mean score, drawn from
+    `generations[0]` (the last complete generation) on, and the expected share of agents at or above
+    the target at `generations[-1]` (None without a target)."""
+
+    generations: tuple[int, ...]
+    median: tuple[float, ...]
+    low: tuple[float, ...]  # the 80% band
+    high: tuple[float, ...]
+    exploit_rate: float  # exploits per agent per generation
+    share_at_target: float | None
+
+
 class ScoreInfo(NamedTuple):
     metric: str
     generations: tuple[int, ...]
@@ -121,6 +135,8 @@ class ScoreInfo(NamedTuple):
     target: float | None
     forecast: ForecastInfo | None
     note: str | None  # why there is no forecast
+    agents_forecast: AgentsForecastInfo | None
+    agents_note: str | None  # why there is no population-aware forecast
 
 
 class ParamSeries(NamedTuple):
@@ -245,7 +261,7 @@ def get_report_info(
     chosen = searched_params(configs, events) if params is None else tuple(params)
     return ReportInfo(
         header=get_header_info(samples, events, metric=metric, target=target, title=title, source=source),
-        score=get_score_info(samples, metric=metric, target=target),
+        score=get_score_info(samples, events, metric=metric, target=target),
         diversity=get_diversity_info(configs, params=chosen),
         lineage=get_lineage_info(samples, events, metric=metric),
         importance=get_importance_info(samples, configs, metric=metric, params=chosen),
@@ -366,11 +382,15 @@ def get_header_info(
     )
 
 
-def get_score_info(samples: pd.DataFrame, *, metric: str, target: float | None = None) -> ScoreInfo:
-    """Best, mean and the p10–p90 band per generation (analytics.population), and the convergence
-    forecast of the best score with its 80% band (analytics.convergence and learning_curves)."""
+def get_score_info(
+    samples: pd.DataFrame, events: pd.DataFrame, *, metric: str, target: float | None = None
+) -> ScoreInfo:
+    """Best, mean and the p10–p90 band per generation (analytics.population), the convergence
+    forecast of the best score with its 80% band (analytics.convergence and learning_curves), and
+    the population-aware forecast of the mean over the same generations (population_forecast)."""
     by_generation = score_distribution_by_generation(samples, metric=metric)
     forecast, note = _forecast(samples, metric, target)
+    agents_forecast, agents_note = _agents_forecast(samples, events, metric, target, forecast)
     return ScoreInfo(
         metric=metric,
         generations=tuple(int(g) for g in by_generation.index),
@@ -382,6 +402,8 @@ def get_score_info(samples: pd.DataFrame, *, metric: str, target: float | None =
         target=None if target is None else float(target),
         forecast=forecast,
         note=note,
+        agents_forecast=agents_forecast,
+        agents_note=agents_note,
     )
 
 
@@ -411,6 +433,36 @@ def _forecast(samples: pd.DataFrame, metric: str, target: float | None) -> tuple
         remaining_high=result.generations_remaining_high,
     )
     return forecast, None
+
+
+def _agents_forecast(
+    samples: pd.DataFrame, events: pd.DataFrame, metric: str, target: float | None, best: ForecastInfo | None
+) -> tuple[AgentsForecastInfo | None, str | None]:
+    """The mean's forecast over the best score's forecast generations (or FORECAST_MIN_AHEAD and
+    FORECAST_AHEAD_FRACTION of the span ahead, without one), at the run's exploit rate."""
+    scores = agent_scores(samples, metric=metric)
+    try:
+        forecast = forecast_population(scores, exploit_rate=exploit_rate(scores, events))
+    except ValueError as refused:
+        return None, str(refused).removeprefix("scores: ")
+    last = forecast.last_generation
+    if best is not None and best.generations[0] == last:
+        future = np.asarray(best.generations)
+    else:
+        span = last - int(scores["generation"].min()) + 1
+        ahead = max(FORECAST_MIN_AHEAD, math.ceil(FORECAST_AHEAD_FRACTION * span))
+        future = np.arange(last, min(last + ahead, math.floor(forecast.mean.max_generation)) + 1)
+    low, high = forecast.mean.interval(future, FORECAST_LEVEL)
+    share = None if target is None else forecast.expected_share_at_least(target, float(future[-1]))
+    info = AgentsForecastInfo(
+        generations=tuple(int(g) for g in future),
+        median=_floats(forecast.mean.quantile(future, 0.5)),
+        low=_floats(low),
+        high=_floats(high),
+        exploit_rate=forecast.exploit_rate,
+        share_at_target=share,
+    )
+    return info, None
 
 
 def get_diversity_info(configs: pd.DataFrame, *, params: Sequence[str]) -> DiversityInfo:

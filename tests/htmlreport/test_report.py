@@ -17,8 +17,8 @@ import pytest
 from elitemon.cli import main
 from elitemon.config import StoreConfig
 from elitemon.htmlreport import SECTIONS, build_report, load_run, query_aggregator, read_data_dir
-from elitemon.htmlreport._render import _forecast_sentence
-from elitemon.htmlreport._sections import ForecastInfo, ScoreInfo
+from elitemon.htmlreport._render import _agents_sentence, _forecast_sentence
+from elitemon.htmlreport._sections import AgentsForecastInfo, ForecastInfo, ScoreInfo
 from elitemon.schema import batch_from_rows
 from elitemon.store import Store
 from tests.conftest import store_frame
@@ -193,9 +193,26 @@ def test_a_forecast_flat_from_the_last_generation_says_the_best_score_has_stoppe
         remaining_low=0,
         remaining_high=0,
     )
-    info = ScoreInfo("mean_return", (11, 12), (4, 4), (5.0, 5.0), (4.0, 4.0), (3.0, 3.0), (5.0, 5.0), None, flat, None)
+    info = ScoreInfo(
+        "mean_return", (11, 12), (4, 4), (5.0, 5.0), (4.0, 4.0), (3.0, 3.0), (5.0, 5.0), None, flat, None, None, "-"
+    )
     sentence = _forecast_sentence(info)
     assert sentence == "Forecast from generation 12: the best mean_return has stopped improving (near 5)."
+
+
+def test_the_agents_sentence_gives_the_exploit_rate_the_mean_forecast_and_the_share_at_target():
+    agents = AgentsForecastInfo(
+        generations=(12, 13, 14), median=(4.0, 4.5, 4.8), low=(3.5, 3.9, 4.1), high=(4.4, 5.0, 5.6),
+        exploit_rate=0.0625, share_at_target=0.7,
+    )  # fmt: skip
+    info = ScoreInfo(
+        "mean_return", (11, 12), (4, 4), (5.0, 5.0), (4.0, 4.0), (3.0, 3.0), (5.0, 5.0), 5.0, None, "-", agents, None
+    )
+    assert _agents_sentence(info) == (
+        "As exploits copy the better agents (6.2 exploits per 100 agent-generations so far), the mean mean_return "
+        "is expected at 4.8 by generation 14 (80% interval 4.1 to 5.6). "
+        "Expected share of agents at or above the target 5 then: 70%."
+    )
 
 
 def test_report_is_the_same_on_every_build(page):

@@ -109,6 +109,9 @@ def run(generations: int = 6, operations: dict | None = OPERATIONS) -> tuple[pd.
     return store_frame("samples", samples), store_frame("events", events), store_frame("configs", configs)
 
 
+NO_EVENTS = store_frame("events", [])
+
+
 @pytest.fixture(scope="module")
 def tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return run()
@@ -128,8 +131,8 @@ def test_header_counts_agents_generations_best_exploits_and_target(tables):
 
 
 def test_score_per_generation_best_mean_and_p10_p90_band(tables):
-    samples, _, _ = tables
-    score = get_score_info(samples, metric="mean_return", target=7.0)
+    samples, events, _ = tables
+    score = get_score_info(samples, events, metric="mean_return", target=7.0)
     assert score.generations == (1, 2, 3, 4, 5, 6)
     assert score.agents == (4,) * 6
     assert score.best == (3, 3, 4, 5.5, 6.5, 8)
@@ -140,6 +143,8 @@ def test_score_per_generation_best_mean_and_p10_p90_band(tables):
     assert score.target == 7.0
     assert score.forecast is None
     assert score.note == "a forecast needs 8 complete generations; there are 6"
+    assert score.agents_forecast is None
+    assert score.agents_note == "a forecast needs 8 complete generations, but there are 6."
 
 
 def test_forecast_starts_at_the_last_generation_and_runs_past_it():
@@ -148,7 +153,7 @@ def test_forecast_starts_at_the_last_generation_and_runs_past_it():
         for agent in AGENTS
         for g in range(1, 13)
     ]
-    score = get_score_info(store_frame("samples", rows), metric="mean_return", target=9.5)
+    score = get_score_info(store_frame("samples", rows), NO_EVENTS, metric="mean_return", target=9.5)
     forecast = score.forecast
     assert forecast is not None and score.note is None
     assert forecast.generations[0] == 12
@@ -160,9 +165,36 @@ def test_forecast_starts_at_the_last_generation_and_runs_past_it():
         assert forecast.generations[-1] >= 12 + forecast.remaining_high
 
 
+def test_the_mean_forecast_rises_towards_the_upper_half_at_the_runs_exploit_rate():
+    rows = [
+        sample(agent, g, "mean_return", 10 - 9 * 0.8**g + AGENTS.index(agent)) for agent in AGENTS for g in range(1, 13)
+    ]
+    exploits = [
+        {"ts": T0 + 10 * g, "type": "exploit", "agent": "a", "source_agent": "d", "generation": g, "payload": "{}"}
+        for g in (4, 8, 12)
+    ]
+    samples = store_frame("samples", rows)
+
+    pulled = get_score_info(samples, store_frame("events", exploits), metric="mean_return", target=11.0)
+    alone = get_score_info(samples, NO_EVENTS, metric="mean_return", target=11.0)
+
+    forecast = pulled.agents_forecast
+    assert forecast is not None and pulled.agents_note is None
+    assert forecast.exploit_rate == pytest.approx(3 / 48)  # 3 exploits over 4 agents x 12 generations
+    assert pulled.forecast is not None and forecast.generations == pulled.forecast.generations
+    assert all(lo <= m <= hi for lo, m, hi in zip(forecast.low, forecast.median, forecast.high, strict=True))
+    assert forecast.median[-1] > forecast.median[0]
+    # Without exploits nothing pulls the agents: the mean's median stays where it is.
+    assert alone.agents_forecast is not None and alone.agents_forecast.exploit_rate == 0.0
+    assert max(alone.agents_forecast.median) - min(alone.agents_forecast.median) < 1e-9
+    # Latest scores 9.37 + 0, 1, 2, 3: only d (12.37) and c (11.37) are at or above the target 11.
+    assert alone.agents_forecast.share_at_target == pytest.approx(0.5, abs=0.15)
+    assert forecast.share_at_target > alone.agents_forecast.share_at_target
+
+
 def test_a_best_score_that_has_not_moved_gets_a_note_instead_of_a_forecast():
     rows = [sample(agent, g, "mean_return", 0.0) for agent in AGENTS for g in range(1, 13)]
-    score = get_score_info(store_frame("samples", rows), metric="mean_return", target=0.7)
+    score = get_score_info(store_frame("samples", rows), NO_EVENTS, metric="mean_return", target=0.7)
     assert score.forecast is None
     assert score.note is not None and score.note.startswith("scores are all 0 over generations 1 to 12")
 
