@@ -4,7 +4,9 @@ The population of most tests: four agents whose scores rise in straight lines, 0
 and 0.4 g at generations g = 1..10. At generation 10 the latest scores are 1, 2, 3, 4: their median
 is 2.5, the upper half is {3, 4}, so U = 3.5 and its standard deviation 0.5. The best score per
 generation, 0.4 g, is a straight line, whose robust noise is 0; so the scale is s = 0.5, and each
-agent's own noise is 0 too.
+agent's own noise is 0 too. The upper half's mean at every generation is 0.35 g: its trend is
+b = 0.35 per generation, damped with tau = 0.25 * 10 = 2.5 generations, so it adds
+0.35 * 2.5 (1 - exp(-h / 2.5)) = 0.875 (1 - exp(-h / 2.5)) by h generations ahead.
 """
 
 from __future__ import annotations
@@ -46,9 +48,17 @@ def test_the_forecast_starts_from_the_latest_scores_the_upper_halfs_mean_and_its
     assert forecast.agents["a"].max_generation == 50  # 4 observed spans of 10 generations ahead
 
 
-def test_an_agent_closes_its_gap_to_the_upper_half_as_exploits_arrive() -> None:
-    agents = forecast_population(lines(FOUR), exploit_rate=0.05).agents
+def test_an_agent_closes_its_gap_to_an_upper_half_that_has_stopped_rising_as_exploits_arrive() -> None:
+    flat = pd.DataFrame(
+        [
+            {"agent": agent, "generation": g, "score": level}
+            for agent, level in zip("abcd", (1, 2, 3, 4), strict=True)
+            for g in range(1, 11)
+        ]
+    )
+    agents = forecast_population(flat, exploit_rate=0.05).agents
 
+    assert agents["a"].population_trend == 0.0
     # h = 10 generations at 0.05 exploits per agent per generation: w = 1 - exp(-2 * 0.05 * 10) = 0.6321206.
     assert agents["a"].expected(20) == pytest.approx(1 + 0.6321206 * 2.5, abs=1e-6)  # 2.580301
     assert agents["d"].expected(20) == pytest.approx(4 - 0.6321206 * 0.5, abs=1e-6)  # a lucky top score falls back
@@ -56,10 +66,25 @@ def test_an_agent_closes_its_gap_to_the_upper_half_as_exploits_arrive() -> None:
     assert agents["a"].expected(50) == pytest.approx(3.5 - 2.5 * math.exp(-4), abs=1e-9)
 
 
-def test_without_exploits_every_agent_is_forecast_at_its_latest_score() -> None:
+def test_every_agent_shares_the_upper_halfs_damped_trend() -> None:
+    agents = forecast_population(lines(FOUR), exploit_rate=0.05).agents
+
+    assert agents["a"].population_trend == pytest.approx(0.35)
+    assert agents["a"].trend_memory == pytest.approx(2.5)
+    # h = 10: the gap closes by 0.6321206 and the trend adds 0.875 (1 - exp(-4)) = 0.858973.
+    assert agents["a"].expected(20) == pytest.approx(1 + 0.6321206 * 2.5 + 0.858973, abs=1e-6)
+    assert agents["d"].expected(20) == pytest.approx(4 - 0.6321206 * 0.5 + 0.858973, abs=1e-6)
+    # Far ahead the trend has added all it will, b tau = 0.875.
+    assert agents["a"].expected(50) == pytest.approx(3.5 - 2.5 * math.exp(-4) + 0.875 * (1 - math.exp(-16)))
+
+
+def test_without_exploits_every_agent_only_follows_the_trend() -> None:
     agents = forecast_population(lines(FOUR), exploit_rate=0.0).agents
 
-    assert [float(f.expected(40)) for f in agents.values()] == pytest.approx([1, 2, 3, 4])
+    trend = 0.875 * (1 - math.exp(-30 / 2.5))
+    assert [float(f.expected(40)) for f in agents.values()] == pytest.approx(
+        [1 + trend, 2 + trend, 3 + trend, 4 + trend]
+    )
 
 
 def test_the_mean_is_forecast_as_the_mean_of_the_agents() -> None:

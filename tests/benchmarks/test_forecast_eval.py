@@ -105,6 +105,7 @@ def test_a_curve_from_a_population_is_also_forecast_by_the_population_on_the_sam
     # The same target for both: the same truth of generations to it and the same baselines.
     assert aware.generations_error_last == ensemble.generations_error_last
     assert aware.final_error_last == ensemble.final_error_last
-    # w = 1 - exp(-2 * 0.1 * 20) = 0.981684: agent a is expected at 2 + 0.981684 * 5 = 6.90842 at 40,
+    # w = 1 - exp(-2 * 0.1 * 20) = 0.981684 closes agent a's gap (5) to 6.90842 at 40, and the upper
+    # half's trend (0.35 g: b = 0.35, tau = 20 / 4 = 5) adds 0.35 * 5 (1 - exp(-4)) = 1.717947: 8.626367,
     # where the truth is 3.5, over a range of 3.4.
-    assert aware.final_error == pytest.approx((6.90842 - 3.5) / 3.4, abs=1e-5)
+    assert aware.final_error == pytest.approx((8.626367 - 3.5) / 3.4, abs=1e-5)

@@ -184,11 +184,12 @@ def test_the_mean_forecast_rises_towards_the_upper_half_at_the_runs_exploit_rate
     assert pulled.forecast is not None and forecast.generations == pulled.forecast.generations
     assert all(lo <= m <= hi for lo, m, hi in zip(forecast.low, forecast.median, forecast.high, strict=True))
     assert forecast.median[-1] > forecast.median[0]
-    # Without exploits nothing pulls the agents: the mean's median stays where it is.
+    # Without exploits the agents only share the upper half's trend: the mean stays further below.
     assert alone.agents_forecast is not None and alone.agents_forecast.exploit_rate == 0.0
-    assert max(alone.agents_forecast.median) - min(alone.agents_forecast.median) < 1e-9
-    # Latest scores 9.37 + 0, 1, 2, 3: only d (12.37) and c (11.37) are at or above the target 11.
-    assert alone.agents_forecast.share_at_target == pytest.approx(0.5, abs=0.15)
+    assert alone.agents_forecast.median[-1] < forecast.median[-1]
+    # Latest scores 9.37 + 0, 1, 2, 3: d (12.37) and c (11.37) are above the target 11, a (9.37) far
+    # below it, and b (10.37) below it by less than the trend and the spread may lift it.
+    assert 0.4 < alone.agents_forecast.share_at_target < 0.85
     assert forecast.share_at_target > alone.agents_forecast.share_at_target
 
 
