@@ -55,6 +55,7 @@ scatter around them.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -179,8 +180,79 @@ class NothingToExtrapolate(ValueError):
     """
 
 
+class CalibratedForecast(ABC):
+    """Quantiles, intervals and probabilities of a score from a calibrated split normal around its
+    expected value: what `LearningCurve` and `population_forecast.AgentForecast` share.
+
+    A subclass gives the expected score, its scale s (`uncertainty`), the calibrated 10%, 50% and
+    90% quantiles of (truth - expected) / s at each generation (`_calibration`), and the scatter of
+    single observed scores around the trend (`_observation_noise`). The distribution is the split
+    normal through expected + s (q10, q50, q90). All methods take generations (scalars or arrays)
+    and return arrays of the same shape, in score units.
+    """
+
+    @abstractmethod
+    def expected(self, generations: ArrayLike) -> np.ndarray: ...
+
+    @abstractmethod
+    def uncertainty(self, generations: ArrayLike) -> np.ndarray: ...
+
+    @abstractmethod
+    def _calibration(self, generations: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    @abstractmethod
+    def _observation_noise(self) -> float: ...
+
+    def quantile(self, generations: ArrayLike, probability: float) -> np.ndarray:
+        """The calibrated `probability` quantile of the expected score at `generations`."""
+        if not 0.0 < probability < 1.0:
+            raise ValueError(f"probability must be in (0, 1), but got {probability=}.")
+        return self._split_normal_at(generations, float(ndtri(probability)) / _Z90)
+
+    def interval(self, generations: ArrayLike, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+        """The central `level` interval (calibrated at 0.8; other levels follow the split normal)."""
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"level must be in (0, 1), but got {level=}.")
+        return self.quantile(generations, (1 - level) / 2), self.quantile(generations, (1 + level) / 2)
+
+    def probability_at_least(self, value: float, generations: ArrayLike) -> np.ndarray:
+        """P(expected score at `generations` >= value), from the calibrated split normal."""
+        low, middle, high = self._calibration(generations)
+        s = self.uncertainty(generations)
+        gap = (value - self.expected(generations)) / np.where(s > 0, s, np.inf) - middle
+        width = np.where(gap < 0, middle - low, high - middle) / _Z90
+        with np.errstate(divide="ignore", invalid="ignore"):
+            above = 1.0 - ndtr(np.where(width > 0, gap / width, np.sign(gap) * np.inf))
+        # A zero uncertainty (at the last generation, of a curve the members fit exactly) is a step.
+        return np.where(s > 0, above, (self.expected(generations) >= value).astype(float))
+
+    def probability_reached(self, value: float, generations: ArrayLike) -> np.ndarray:
+        """P(a score observed at one of `generations`, up to and including each, reaches `value`).
+
+        This is what a stop condition such as Tune's `stop={metric: value}` reacts to: the first
+        reported score at or above the target, not the trend's crossing. A noisy score can reach a
+        target its trend is still short of, and often does within a few generations.
+
+        Model: the trend follows one calibrated quantile path, q_p(g) = quantile(g, p), the same p at
+        every generation (a curve that runs high runs high throughout), and each observed score adds
+        independent noise of standard deviation `_observation_noise()`; `first_passage` averages the
+        chance of a passage over PASSAGE_PATHS equally likely p.
+        """
+        g = np.asarray(generations, dtype=float)
+        if g.ndim != 1 or np.any(np.diff(g) <= 0):
+            raise ValueError("generations must be a one-dimensional, increasing grid.")
+        return first_passage(self._split_normal_at(g, PASSAGE_Z), value, self._observation_noise())
+
+    def _split_normal_at(self, generations: ArrayLike, z: float | np.ndarray) -> np.ndarray:
+        """The score at `generations` where the calibrated split normal stands z of its 90% points
+        (z = ndtri(p) / ndtri(0.9) gives the p-quantile); an array z of shape (k, 1) gives k rows."""
+        low, middle, high = self._calibration(generations)
+        normalised = middle + z * np.where(z < 0, middle - low, high - middle)
+        return self.expected(generations) + self.uncertainty(generations) * normalised
+
+
 @dataclass(frozen=True, eq=False)
-class LearningCurve:
+class LearningCurve(CalibratedForecast):
     """A fitted ensemble: expected score, calibrated quantiles and probabilities at any generation.
 
     All methods take generations (scalars or arrays) and return arrays of the same shape, in score
@@ -231,68 +303,22 @@ class LearningCurve:
         drift = DRIFT * self.observed_range * horizon
         return np.sqrt(self.spread(generations) ** 2 + self.noise**2 + (self.backtest_error * horizon) ** 2 + drift**2)
 
-    def quantile(self, generations: ArrayLike, probability: float) -> np.ndarray:
-        """The calibrated `probability` quantile of the expected score at `generations`."""
-        if not 0.0 < probability < 1.0:
-            raise ValueError(f"probability must be in (0, 1), but got {probability=}.")
-        return self._split_normal_at(generations, float(ndtri(probability)) / _Z90)
-
-    def interval(self, generations: ArrayLike, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
-        """The central `level` interval (calibrated at 0.8; other levels follow the split normal)."""
-        if not 0.0 < level < 1.0:
-            raise ValueError(f"level must be in (0, 1), but got {level=}.")
-        return self.quantile(generations, (1 - level) / 2), self.quantile(generations, (1 + level) / 2)
-
-    def probability_at_least(self, value: float, generations: ArrayLike) -> np.ndarray:
-        """P(expected score at `generations` >= value), from the calibrated split normal."""
-        low, middle, high = self._calibration(generations)
-        s = self.uncertainty(generations)
-        gap = (value - self.expected(generations)) / np.where(s > 0, s, np.inf) - middle
-        width = np.where(gap < 0, middle - low, high - middle) / _Z90
-        with np.errstate(divide="ignore", invalid="ignore"):
-            above = 1.0 - ndtr(np.where(width > 0, gap / width, np.sign(gap) * np.inf))
-        # A zero uncertainty (at the last generation, of a curve the members fit exactly) is a step.
-        return np.where(s > 0, above, (self.expected(generations) >= value).astype(float))
-
-    def probability_reached(self, value: float, generations: ArrayLike) -> np.ndarray:
-        """P(a score observed at one of `generations`, up to and including each, reaches `value`).
-
-        This is what a stop condition such as Tune's `stop={metric: value}` reacts to: the first
-        reported score at or above the target, not the trend's crossing. A noisy score can reach a
-        target its trend is still short of, and often does within a few generations.
-
-        Model: the trend follows one calibrated quantile path, q_p(g) = quantile(g, p), the same p at
-        every generation (a curve that runs high runs high throughout), and each observed score adds
-        independent noise of standard deviation sd = max(noise, scatter); `first_passage` averages
-        the chance of a passage over PASSAGE_PATHS equally likely p.
+    def _observation_noise(self) -> float:
+        """max(noise, scatter): the scatter of single scores around the trend, for first passages.
 
         Why the scatter: `noise` is robust on purpose, blind to jumps and outliers, because it sizes
         the trend's uncertainty. But a score that jumps reaches a target as surely as a noisy one,
         and with the robust noise alone the observed scores of the Q-learning PBT curves crossed
         before the forecast's 80% interval began in 28% (30% observed) and 39% (50%) of the cases.
         """
-        g = _increasing_grid(generations)
-        return first_passage(self._split_normal_at(g, PASSAGE_Z), value, max(self.noise, self.scatter))
+        return max(self.noise, self.scatter)
 
     def member_curves(self, generations: ArrayLike) -> np.ndarray:
         """Each member's curve in score units, one row per member (in `families` order)."""
         return self.offset + self.observed_range * self._members(generations)
 
-    def _split_normal_at(self, generations: ArrayLike, z: float | np.ndarray) -> np.ndarray:
-        """The score at `generations` where the calibrated split normal stands z of its 90% points
-        (z = ndtri(p) / ndtri(0.9) gives the p-quantile); an array z of shape (k, 1) gives k rows."""
-        low, middle, high = self._calibration(generations)
-        normalised = middle + z * np.where(z < 0, middle - low, high - middle)
-        return self.expected(generations) + self.uncertainty(generations) * normalised
-
     def _relative_horizon(self, generations: ArrayLike) -> np.ndarray:
-        g = np.asarray(generations, dtype=float)
-        if np.any(g > self.max_generation):
-            raise ValueError(
-                f"generations past {self.max_generation:g} ({MAX_RELATIVE_HORIZON:g} observed spans ahead) "
-                f"are not forecast, but got max(generations)={float(np.max(g)):g}."
-            )
-        return np.maximum(g - self.last_generation, 0.0) / self.span
+        return generations_ahead(generations, self.last_generation, self.max_generation) / self.span
 
     def _calibration(self, generations: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         horizon = self._relative_horizon(generations)
@@ -306,6 +332,18 @@ class LearningCurve:
             return np.stack(
                 [by_name[name].function(t, *p) for name, p in zip(self.families, self.parameters, strict=True)]
             )
+
+
+def generations_ahead(generations: ArrayLike, last_generation: float, max_generation: float) -> np.ndarray:
+    """Generations past `last_generation` (0 for those before it); a ValueError for any past
+    `max_generation`, the end of a forecast's range (MAX_RELATIVE_HORIZON observed spans ahead)."""
+    g = np.asarray(generations, dtype=float)
+    if np.any(g > max_generation):
+        raise ValueError(
+            f"generations past {max_generation:g} ({MAX_RELATIVE_HORIZON:g} observed spans ahead) "
+            f"are not forecast, but got max(generations)={float(np.max(g)):g}."
+        )
+    return np.maximum(g - last_generation, 0.0)
 
 
 def first_passage(paths: np.ndarray, value: float, sd: float) -> np.ndarray:
@@ -322,13 +360,6 @@ def first_passage(paths: np.ndarray, value: float, sd: float) -> np.ndarray:
     else:
         stays_below = (paths < value).astype(float)
     return (1.0 - np.cumprod(stays_below, axis=1)).mean(axis=0)
-
-
-def _increasing_grid(generations: ArrayLike) -> np.ndarray:
-    g = np.asarray(generations, dtype=float)
-    if g.ndim != 1 or np.any(np.diff(g) <= 0):
-        raise ValueError("generations must be a one-dimensional, increasing grid.")
-    return g
 
 
 def fit_learning_curve(generations: ArrayLike, scores: ArrayLike) -> LearningCurve:
