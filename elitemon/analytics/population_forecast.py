@@ -5,7 +5,7 @@ exploit replaces a weak agent by a copy of a strong one, so a weak agent's score
 its own curve does not show, while a strong agent's last score is partly luck and falls back. On the
 Q-learning PBT curves of benchmarks/forecast_eval.py, the change that the single-curve ensemble
 (learning_curves.py) predicted for an agent ranked *negatively* with the change that came, and its
-final values were no better than the last score. What does predict an agent's future is where the
+final values were no better than the last score. What predicts it better on those runs is where the
 population stands: the agents copy the better half, and the population converges towards it.
 
 Model. At the last complete generation n (see `convergence.progress_from_scores`) each agent has a
@@ -36,8 +36,8 @@ at (the final value, gap fully closed), the upper half's mean was level with the
 the top three's at 30% observed (0.57, 0.57 and 0.56 of the last score's error) and better at 50%
 (0.77, 0.98, 0.86). The trend was added after a population still rising steeply was forecast flat;
 on the calibration runs it took the final value's error from 0.65 and 0.73 of the last score's
-(30% and 50% observed) to 0.55 and 0.68 with TREND_MEMORY = 0.25 (0.56 and 0.67 with 0.5, 0.75 and
-0.68 with 1, where the trend runs on too long).
+(30% and 50% observed) to 0.55 and 0.68 with TREND_MEMORY = 0.25 (0.56 and 0.67 with 0.5; with 1,
+tried only as a rise of the level the gap closes to, 0.75 and 0.68: the trend runs on too long).
 
 Uncertainty. The scale is s = sqrt(sd_upper^2 + noise^2): the spread of the upper half's latest
 scores (how far apart the lineages the population may converge to are) and the robust noise of the
@@ -51,18 +51,19 @@ normal through the three. When a score first reaches a target is the first passa
 path by the agent's own robust noise.
 
 Limits: the calibration comes from small Q-learning PBT runs (8 agents, an exploit round every 5
-generations, Taxi and FrozenLake); README's Known limits gives the coverage per environment.
+generations, Taxi and FrozenLake); README's Known limits gives the coverage per environment. It is
+indexed by rho h alone, so without exploits (rho = 0: before the first exploit round, or a run that
+is not PBT) the interval stays as narrow as one generation ahead however far ahead it looks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
-from scipy.special import ndtri
 from scipy.stats import theilslopes
 
 from elitemon.analytics._frames import require_columns
@@ -70,8 +71,8 @@ from elitemon.analytics.convergence import MIN_REPORTING_FRACTION, progress_from
 from elitemon.analytics.learning_curves import (
     MAX_RELATIVE_HORIZON,
     MIN_POINTS,
-    PASSAGE_Z,
-    first_passage,
+    CalibratedForecast,
+    generations_ahead,
     robust_noise,
 )
 from elitemon.analytics.migration import exploits
@@ -82,7 +83,6 @@ GAP_CLOSING = 2.0
 #: constant of TREND_MEMORY times the generations observed.
 TREND_POINTS = 10
 TREND_MEMORY = 0.25
-_Z90 = float(ndtri(0.9))
 #: (expected exploits per agent rho h, q10, q50, q90) of (truth - expected) / s, from
 #: `python benchmarks/forecast_eval.py --calibrate-population`.
 _CALIBRATION = np.array(
@@ -93,17 +93,16 @@ _CALIBRATION = np.array(
         [0.607, -1.559, 0.001, 1.632],  # 1411 forecasts
         [0.857, -1.431, 0.097, 1.893],  # 1152 forecasts
         [1.204, -1.167, 0.209, 2.444],  # 1652 forecasts
-        [1.650, -0.526, 0.952, 3.784],  # 759 forecasts
-        [2.033, 0.214, 1.038, 2.256],  # 68 forecasts
+        [1.676, -0.517, 0.963, 3.663],  # 827 forecasts
     ]
 )
 
 
-@dataclass(frozen=True)
-class AgentForecast:
+@dataclass(frozen=True, eq=False)
+class AgentForecast(CalibratedForecast):
     """One agent's (or the population mean's) forecast score: expected, calibrated quantiles, and
-    the probability that a reported score reaches a value. Methods take generations (scalars or
-    arrays) and return arrays of that shape; generations past `max_generation` raise a ValueError."""
+    the probability that a reported score reaches a value (`CalibratedForecast`). Generations past
+    `max_generation` raise a ValueError."""
 
     name: str
     last_generation: float
@@ -119,44 +118,22 @@ class AgentForecast:
 
     def expected(self, generations: ArrayLike) -> np.ndarray:
         """x + w(h) (U - x) + b tau (1 - exp(-h / tau)), with w(h) = 1 - exp(-GAP_CLOSING rho h)."""
-        ahead = self._ahead(generations)
+        ahead = generations_ahead(generations, self.last_generation, self.max_generation)
         closed = 1.0 - np.exp(-GAP_CLOSING * self.exploit_rate * ahead)
         progress = self.population_trend * self.trend_memory * -np.expm1(-ahead / self.trend_memory)
         return self.latest + closed * (self.population_level - self.latest) + progress
 
-    def quantile(self, generations: ArrayLike, probability: float) -> np.ndarray:
-        """The calibrated `probability` quantile of the expected score at `generations`."""
-        if not 0.0 < probability < 1.0:
-            raise ValueError(f"probability must be in (0, 1), but got {probability=}.")
-        return self._split_normal_at(generations, float(ndtri(probability)) / _Z90)
+    def uncertainty(self, generations: ArrayLike) -> np.ndarray:
+        """s, the same at every generation: the calibration makes the interval grow with rho h."""
+        return np.full(np.shape(generations), self.scale)
 
-    def interval(self, generations: ArrayLike, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
-        """The central `level` interval (calibrated at 0.8; other levels follow the split normal)."""
-        if not 0.0 < level < 1.0:
-            raise ValueError(f"level must be in (0, 1), but got {level=}.")
-        return self.quantile(generations, (1 - level) / 2), self.quantile(generations, (1 + level) / 2)
+    def _calibration(self, generations: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ahead = generations_ahead(generations, self.last_generation, self.max_generation)
+        exploits_by_then = self.exploit_rate * ahead
+        return tuple(np.interp(exploits_by_then, _CALIBRATION[:, 0], _CALIBRATION[:, c]) for c in (1, 2, 3))  # type: ignore[return-value]
 
-    def probability_reached(self, value: float, generations: ArrayLike) -> np.ndarray:
-        """P(a score reported at one of `generations`, up to and including each, reaches `value`)."""
-        g = np.asarray(generations, dtype=float)
-        if g.ndim != 1 or np.any(np.diff(g) <= 0):
-            raise ValueError("generations must be a one-dimensional, increasing grid.")
-        return first_passage(self._split_normal_at(g, PASSAGE_Z), value, self.noise)
-
-    def _ahead(self, generations: ArrayLike) -> np.ndarray:
-        g = np.asarray(generations, dtype=float)
-        if np.any(g > self.max_generation):
-            raise ValueError(
-                f"generations past {self.max_generation:g} ({MAX_RELATIVE_HORIZON:g} observed spans ahead) "
-                f"are not forecast, but got max(generations)={float(np.max(g)):g}."
-            )
-        return np.maximum(g - self.last_generation, 0.0)
-
-    def _split_normal_at(self, generations: ArrayLike, z: float | np.ndarray) -> np.ndarray:
-        exploits_by_then = self.exploit_rate * self._ahead(generations)
-        low, middle, high = (np.interp(exploits_by_then, _CALIBRATION[:, 0], _CALIBRATION[:, c]) for c in (1, 2, 3))
-        normalised = middle + z * np.where(z < 0, middle - low, high - middle)
-        return self.expected(generations) + self.scale * normalised
+    def _observation_noise(self) -> float:
+        return self.noise
 
 
 @dataclass(frozen=True)
@@ -170,14 +147,15 @@ class PopulationForecast:
 
     def expected_share_at_least(self, value: float, generation: float) -> float:
         """The expected share of agents whose expected score at `generation` is at least `value`:
-        the mean over agents of P(expected score >= value) under each one's split normal."""
-        probabilities = [_probability_at_least(forecast, value, generation) for forecast in self.agents.values()]
-        return float(np.mean(probabilities))
+        the mean over agents of `probability_at_least`."""
+        return float(np.mean([f.probability_at_least(value, generation) for f in self.agents.values()]))
 
 
 def exploit_rate(scores: pd.DataFrame, events: pd.DataFrame, *, up_to_generation: int | None = None) -> float:
-    """rho: exploits per agent per generation, = the exploit events (at a generation up to
-    `up_to_generation`, default all) / the (agent, generation) scores up to it. 0 without scores."""
+    """rho: exploits per agent per generation, = the exploit events at a generation up to
+    `up_to_generation` (default all) / the (agent, generation) scores up to it: the agent-generations
+    reported, which is agents x generations when every agent reports every generation. An exploit
+    event without a generation counts (it happened; only its time is unknown). 0 without scores."""
     require_columns(scores, "scores", ("agent", "generation", "score"))
     table = exploits(events)
     generations = scores["generation"]
@@ -230,20 +208,16 @@ def forecast_population(
             exploit_rate=float(exploit_rate),
         )
 
+    # The mean starts from the mean of the latest scores, as the agents do, so that it stays the
+    # mean of their forecasts when some have not reported the last complete generation.
+    mean = replace(forecast("mean", progress["mean"].to_numpy(dtype=float)), latest=float(latest.mean()))
     return PopulationForecast(
         last_generation=last,
         exploit_rate=float(exploit_rate),
         agents={name: forecast(name, values) for name, values in by_agent.items()},
-        mean=forecast("mean", progress["mean"].to_numpy(dtype=float)),
+        mean=mean,
     )
 
 
 def _upper_half_mean(scores: pd.Series) -> float:
     return float(scores[scores >= scores.median()].mean())
-
-
-def _probability_at_least(forecast: AgentForecast, value: float, generation: float) -> float:
-    """P(expected score at `generation` >= value) under the split normal, found on its quantile grid."""
-    levels = (np.arange(PASSAGE_Z.shape[0]) + 0.5) / PASSAGE_Z.shape[0]
-    quantiles = forecast._split_normal_at(np.array([float(generation)]), PASSAGE_Z)[:, 0]
-    return float(np.interp(value, quantiles, 1.0 - levels, left=1.0, right=0.0))

@@ -22,7 +22,13 @@ import numpy as np
 import pandas as pd
 
 from elitemon.analytics.anomaly import RobustDetector, detect_anomalies
-from elitemon.analytics.convergence import agent_scores, fit_best_curve, forecast_convergence, population_progress
+from elitemon.analytics.convergence import (
+    agent_scores,
+    fit_best_curve,
+    forecast_convergence,
+    population_progress,
+    progress_from_scores,
+)
 from elitemon.analytics.diversity import PARAM_COLUMN_PREFIX, diversity_over_generations, infer_specs
 from elitemon.analytics.importance import config_scores, hyperparameter_importance
 from elitemon.analytics.migration import Lineage, exploit_counts, lineage, migration_stats
@@ -441,8 +447,10 @@ def _agents_forecast(
     """The mean's forecast over the best score's forecast generations (or FORECAST_MIN_AHEAD and
     FORECAST_AHEAD_FRACTION of the span ahead, without one), at the run's exploit rate."""
     scores = agent_scores(samples, metric=metric)
+    complete = progress_from_scores(scores).index
     try:
-        forecast = forecast_population(scores, exploit_rate=exploit_rate(scores, events))
+        rate = exploit_rate(scores, events, up_to_generation=int(complete.max()) if len(complete) else None)
+        forecast = forecast_population(scores, exploit_rate=rate)
     except ValueError as refused:
         return None, str(refused).removeprefix("scores: ")
     last = forecast.last_generation

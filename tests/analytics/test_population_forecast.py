@@ -111,20 +111,51 @@ def test_a_weak_agent_reaches_a_target_the_upper_half_has_passed_only_through_ex
     exploited = forecast_population(lines(FOUR), exploit_rate=0.05).agents["a"]
     alone = forecast_population(lines(FOUR), exploit_rate=0.0).agents["a"]
 
-    # 20 generations ahead: w = 1 - exp(-2) = 0.865, expected 1 + 0.865 * 2.5 = 3.16, and the
-    # calibrated median lies above it; left alone, agent a stays at 1 +- 0.5 q, far below 3.2.
+    # 20 generations ahead: w = 1 - exp(-2) = 0.865 and the trend adds 0.875 (1 - exp(-8)), so agent
+    # a is expected at 1 + 0.865 * 2.5 + 0.875 = 4.04; without exploits at 1 + 0.875 = 1.875, and
+    # with a scale of 0.5 and no noise of its own no path reaches 3.2.
     assert forecast_target(exploited, 3.2, horizon_generations=20).probability_within_horizon > 0.5
     assert forecast_target(alone, 3.2, horizon_generations=20).probability_within_horizon == 0.0
     assert forecast_target(alone, 0.9).generations_remaining == 0  # agent a's own best, 1.0, reached it
 
 
 def test_the_expected_share_of_agents_at_a_score_counts_those_whose_forecast_reaches_it() -> None:
-    # Latest 1, 2, 4, 4: the upper half is {4, 4}, so U = 4 with no spread, and the scale is 0.
+    # Latest 1, 2, 4, 4: the upper half is {4, 4}, so U = 4 with no spread, and the scale is 0. The
+    # upper half's mean is 0.4 g: b tau = 0.4 * 2.5 = 1, so the trend adds 1 - exp(-h / 2.5).
     slopes = {"a": 0.1, "b": 0.2, "c": 0.4, "d": 0.4}
 
+    # 5 generations ahead without exploits: + 0.865, so b stays below 3 (2.865) and c, d are above.
     assert forecast_population(lines(slopes), exploit_rate=0.0).expected_share_at_least(3.0, 15) == 0.5
-    # 40 generations of 0.05 exploits: w = 1 - exp(-4) = 0.982; agent a at 1 + 0.982 * 3 = 3.95.
+    # 40 generations of 0.05 exploits: w = 1 - exp(-4) = 0.982; agent a at 1 + 0.982 * 3 + 1 = 4.95.
     assert forecast_population(lines(slopes), exploit_rate=0.05).expected_share_at_least(3.0, 50) == 1.0
+
+
+def test_with_no_scale_a_forecast_at_the_value_counts_as_reaching_it() -> None:
+    settled = pd.DataFrame([{"agent": agent, "generation": g, "score": 5.0} for agent in "abcd" for g in range(1, 11)])
+
+    assert forecast_population(settled, exploit_rate=0.05).expected_share_at_least(5.0, 20) == 1.0
+
+
+def test_the_probability_of_a_score_at_least_a_quantile_is_its_complement() -> None:
+    agent = forecast_population(lines(FOUR), exploit_rate=0.05).agents["a"]  # scale 0.5
+
+    for probability in (0.1, 0.5, 0.9):
+        quantile = float(agent.quantile(20, probability))
+        assert float(agent.probability_at_least(quantile, 20)) == pytest.approx(1 - probability, abs=1e-9)
+
+
+def test_the_mean_starts_from_every_agents_latest_score_when_one_has_not_reported_the_last_generation() -> None:
+    scores = lines(FOUR)
+    scores = scores[(scores["agent"] != "d") | (scores["generation"] <= 8)]  # d's latest: 3.2, at 8
+
+    forecast = forecast_population(scores, exploit_rate=0.05)
+
+    assert forecast.last_generation == 10  # 3 of 4 agents reported generations 9 and 10
+    assert forecast.agents["d"].latest == pytest.approx(3.2)
+    assert forecast.mean.latest == pytest.approx((1 + 2 + 3 + 3.2) / 4)
+    generations = np.array([10, 15, 30])
+    by_agent = np.mean([f.expected(generations) for f in forecast.agents.values()], axis=0)
+    np.testing.assert_allclose(forecast.mean.expected(generations), by_agent)
 
 
 def test_an_agents_report_of_a_generation_too_few_agents_have_reached_is_not_its_latest() -> None:
