@@ -219,8 +219,7 @@ def forecast_convergence(
     if flat_window < 1:
         raise ValueError(f"flat_window must be at least 1, but got {flat_window=}.")
     if target is None:
-        if horizon_generations is not None and horizon_generations < 1:
-            raise ValueError(f"horizon_generations must be at least 1, but got {horizon_generations=}.")
+        _require_horizon(horizon_generations)
         tolerance = FLAT_FRACTION * curve.observed_range if flat_tolerance is None else flat_tolerance
         if tolerance < 0:
             raise ValueError(f"flat_tolerance must be >= 0, but got {flat_tolerance=}.")
@@ -250,8 +249,7 @@ def forecast_target(
 ) -> ConvergenceForecast:
     """Generations until a reported score reaches `target`: the Goal.TARGET part of
     `forecast_convergence` (its docstring has the rule), for any `ScoreForecast`."""
-    if horizon_generations is not None and horizon_generations < 1:
-        raise ValueError(f"horizon_generations must be at least 1, but got {horizon_generations=}.")
+    _require_horizon(horizon_generations)
     if not np.isfinite(target):
         raise ValueError(f"target must be a finite number, but got {target=}.")
     future = np.arange(curve.last_generation, np.floor(curve.max_generation) + 1.0)
@@ -272,6 +270,11 @@ def forecast_target(
         probability_within_horizon=probability,
         horizon_generations=horizon_generations,
     )
+
+
+def _require_horizon(horizon_generations: int | None) -> None:
+    if horizon_generations is not None and horizon_generations < 1:
+        raise ValueError(f"horizon_generations must be at least 1, but got {horizon_generations=}.")
 
 
 def _forecast_flat(curve: LearningCurve, future: np.ndarray, window: int, tolerance: float) -> ConvergenceForecast:

@@ -140,10 +140,17 @@ class AgentForecast(CalibratedForecast):
 class PopulationForecast:
     """Every agent's forecast and the population mean's, from the last complete generation on."""
 
-    last_generation: int
-    exploit_rate: float
     agents: Mapping[str, AgentForecast]
     mean: AgentForecast
+
+    @property
+    def last_generation(self) -> int:
+        return int(self.mean.last_generation)
+
+    @property
+    def exploit_rate(self) -> float:
+        """rho, the same for every agent and the mean."""
+        return self.mean.exploit_rate
 
     def expected_share_at_least(self, value: float, generation: float) -> float:
         """The expected share of agents whose expected score at `generation` is at least `value`:
@@ -211,12 +218,7 @@ def forecast_population(
     # The mean starts from the mean of the latest scores, as the agents do, so that it stays the
     # mean of their forecasts when some have not reported the last complete generation.
     mean = replace(forecast("mean", progress["mean"].to_numpy(dtype=float)), latest=float(latest.mean()))
-    return PopulationForecast(
-        last_generation=last,
-        exploit_rate=float(exploit_rate),
-        agents={name: forecast(name, values) for name, values in by_agent.items()},
-        mean=mean,
-    )
+    return PopulationForecast(agents={name: forecast(name, values) for name, values in by_agent.items()}, mean=mean)
 
 
 def _upper_half_mean(scores: pd.Series) -> float:
