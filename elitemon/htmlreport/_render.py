@@ -162,10 +162,12 @@ def _agents_sentence(info: ScoreInfo) -> str:
     f = info.agents_forecast
     assert f is not None
     end = f.generations[-1]
-    rate = f"{100 * f.exploit_rate:.1f} exploits per 100 agent-generations"
-    how = f"As exploits copy the better agents ({rate} so far), the mean {info.metric}"
     interval = f"80% interval {_num(f.low[-1])} to {_num(f.high[-1])}"
-    sentence = f"{how} is expected at {_num(f.median[-1])} by generation {end} ({interval})."
+    rate = f"{100 * f.exploit_rate:.1f} per 100 agent-generations so far"
+    sentence = (
+        f"The mean {info.metric} is expected at {_num(f.median[-1])} by generation {end} ({interval}), "
+        f"with exploits ({rate}) drawing the agents towards it."
+    )
     if f.share_at_target is not None:
         share = f"{f.share_at_target:.0%}"
         sentence += f" Expected share of agents at or above the target {_num(info.target)} then: {share}."

@@ -1,12 +1,12 @@
 """The population-aware forecast against hand-computed values.
 
 The population of most tests: four agents whose scores rise in straight lines, 0.1 g, 0.2 g, 0.3 g
-and 0.4 g at generations g = 1..10. At generation 10 the latest scores are 1, 2, 3, 4: their median
-is 2.5, the upper half is {3, 4}, so U = 3.5 and its standard deviation 0.5. The best score per
+and 0.4 g at generations g = 1..10. At generation 10 the latest scores are 1, 2, 3, 4: their mean is
+U = 2.5; their upper half is {3, 4}, whose standard deviation is 0.5. The best score per
 generation, 0.4 g, is a straight line, whose robust noise is 0; so the scale is s = 0.5, and each
-agent's own noise is 0 too. The upper half's mean at every generation is 0.35 g: its trend is
-b = 0.35 per generation, damped with tau = 0.25 * 10 = 2.5 generations, so it adds
-0.35 * 2.5 (1 - exp(-h / 2.5)) = 0.875 (1 - exp(-h / 2.5)) by h generations ahead.
+agent's own noise is 0 too. The mean score at every generation is 0.25 g: its trend is b = 0.25 per
+generation, damped with tau = 0.25 * 10 = 2.5 generations, so it adds
+0.25 * 2.5 (1 - exp(-h / 2.5)) = 0.625 (1 - exp(-h / 2.5)) by h generations ahead.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from elitemon.analytics.convergence import forecast_target
+from elitemon.analytics.learning_curves import MAX_RELATIVE_HORIZON
 from elitemon.analytics.population_forecast import _CALIBRATION, exploit_rate, forecast_population
 from tests.conftest import store_frame
 
@@ -37,18 +38,18 @@ def lines(slopes: dict[str, float], generations: int = 10) -> pd.DataFrame:
 FOUR = {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4}
 
 
-def test_the_forecast_starts_from_the_latest_scores_the_upper_halfs_mean_and_its_spread() -> None:
+def test_the_forecast_starts_from_the_latest_scores_their_mean_and_the_upper_halfs_spread() -> None:
     forecast = forecast_population(lines(FOUR), exploit_rate=0.05)
 
     assert forecast.last_generation == 10
     assert {name: f.latest for name, f in forecast.agents.items()} == pytest.approx({"a": 1, "b": 2, "c": 3, "d": 4})
-    assert forecast.agents["a"].population_level == pytest.approx(3.5)
+    assert forecast.agents["a"].population_level == pytest.approx(2.5)
     assert forecast.agents["a"].scale == pytest.approx(0.5)
     assert forecast.agents["a"].best_score == pytest.approx(1.0)
     assert forecast.agents["a"].max_generation == 50  # 4 observed spans of 10 generations ahead
 
 
-def test_an_agent_closes_its_gap_to_an_upper_half_that_has_stopped_rising_as_exploits_arrive() -> None:
+def test_an_agent_closes_its_gap_to_a_population_that_has_stopped_rising_as_exploits_arrive() -> None:
     flat = pd.DataFrame(
         [
             {"agent": agent, "generation": g, "score": level}
@@ -60,28 +61,28 @@ def test_an_agent_closes_its_gap_to_an_upper_half_that_has_stopped_rising_as_exp
 
     assert agents["a"].population_trend == 0.0
     # h = 10 generations at 0.05 exploits per agent per generation: w = 1 - exp(-2 * 0.05 * 10) = 0.6321206.
-    assert agents["a"].expected(20) == pytest.approx(1 + 0.6321206 * 2.5, abs=1e-6)  # 2.580301
-    assert agents["d"].expected(20) == pytest.approx(4 - 0.6321206 * 0.5, abs=1e-6)  # a lucky top score falls back
+    assert agents["a"].expected(20) == pytest.approx(1 + 0.6321206 * 1.5, abs=1e-6)  # 1.948181
+    assert agents["d"].expected(20) == pytest.approx(4 - 0.6321206 * 1.5, abs=1e-6)  # a lucky top score falls back
     assert agents["a"].expected(10) == pytest.approx(1.0)  # no time, no exploit
-    assert agents["a"].expected(50) == pytest.approx(3.5 - 2.5 * math.exp(-4), abs=1e-9)
+    assert agents["a"].expected(50) == pytest.approx(2.5 - 1.5 * math.exp(-4), abs=1e-9)
 
 
-def test_every_agent_shares_the_upper_halfs_damped_trend() -> None:
+def test_every_agent_shares_the_mean_scores_damped_trend() -> None:
     agents = forecast_population(lines(FOUR), exploit_rate=0.05).agents
 
-    assert agents["a"].population_trend == pytest.approx(0.35)
+    assert agents["a"].population_trend == pytest.approx(0.25)
     assert agents["a"].trend_memory == pytest.approx(2.5)
-    # h = 10: the gap closes by 0.6321206 and the trend adds 0.875 (1 - exp(-4)) = 0.858973.
-    assert agents["a"].expected(20) == pytest.approx(1 + 0.6321206 * 2.5 + 0.858973, abs=1e-6)
-    assert agents["d"].expected(20) == pytest.approx(4 - 0.6321206 * 0.5 + 0.858973, abs=1e-6)
-    # Far ahead the trend has added all it will, b tau = 0.875.
-    assert agents["a"].expected(50) == pytest.approx(3.5 - 2.5 * math.exp(-4) + 0.875 * (1 - math.exp(-16)))
+    # h = 10: the gap closes by 0.6321206 and the trend adds 0.625 (1 - exp(-4)) = 0.613553.
+    assert agents["a"].expected(20) == pytest.approx(1 + 0.6321206 * 1.5 + 0.613553, abs=1e-6)
+    assert agents["d"].expected(20) == pytest.approx(4 - 0.6321206 * 1.5 + 0.613553, abs=1e-6)
+    # Far ahead the trend has added all it will, b tau = 0.625.
+    assert agents["a"].expected(50) == pytest.approx(2.5 - 1.5 * math.exp(-4) + 0.625 * (1 - math.exp(-16)))
 
 
 def test_without_exploits_every_agent_only_follows_the_trend() -> None:
     agents = forecast_population(lines(FOUR), exploit_rate=0.0).agents
 
-    trend = 0.875 * (1 - math.exp(-30 / 2.5))
+    trend = 0.625 * (1 - math.exp(-30 / 2.5))
     assert [float(f.expected(40)) for f in agents.values()] == pytest.approx(
         [1 + trend, 2 + trend, 3 + trend, 4 + trend]
     )
@@ -97,9 +98,9 @@ def test_the_mean_is_forecast_as_the_mean_of_the_agents() -> None:
 
 
 def test_the_80_percent_interval_is_the_calibrated_quantiles_times_the_scale() -> None:
-    exploits_by_then, q10, q50, q90 = _CALIBRATION[3]
-    rate = exploits_by_then / 10  # so that ten generations ahead sit on this calibration row
-    agent = forecast_population(lines(FOUR), exploit_rate=rate).agents["a"]
+    agent = forecast_population(lines(FOUR), exploit_rate=0.05).agents["a"]
+    # Ten generations ahead of ten observed: rho h = 0.5 expected exploits, h / span = 1.
+    q10, q50, q90 = _CALIBRATION @ [1.0, 0.5, 1.0]
 
     low, high = agent.interval(20)
     expected = float(agent.expected(20))
@@ -107,26 +108,38 @@ def test_the_80_percent_interval_is_the_calibrated_quantiles_times_the_scale() -
     assert float(agent.quantile(20, 0.5)) == pytest.approx(expected + 0.5 * q50)
 
 
-def test_a_weak_agent_reaches_a_target_the_upper_half_has_passed_only_through_exploits() -> None:
+def test_the_calibrated_quantiles_stay_in_order_over_the_whole_forecast_range() -> None:
+    # Linear in rho h >= 0 and h / span in [0, MAX_RELATIVE_HORIZON]: in order at the range's two
+    # ends with rho h = 0, and not drawing together as rho h grows, means in order everywhere.
+    gaps = np.diff(_CALIBRATION, axis=0)  # rows q50 - q10, q90 - q50
+    for relative in (0.0, MAX_RELATIVE_HORIZON):
+        assert np.all(gaps @ [1.0, 0.0, relative] > 0)
+    assert np.all(gaps[:, 1] >= 0)
+
+
+def test_a_weak_agent_likely_reaches_a_target_above_it_only_through_exploits() -> None:
     exploited = forecast_population(lines(FOUR), exploit_rate=0.05).agents["a"]
     alone = forecast_population(lines(FOUR), exploit_rate=0.0).agents["a"]
 
-    # 20 generations ahead: w = 1 - exp(-2) = 0.865 and the trend adds 0.875 (1 - exp(-8)), so agent
-    # a is expected at 1 + 0.865 * 2.5 + 0.875 = 4.04; without exploits at 1 + 0.875 = 1.875, and
-    # with a scale of 0.5 and no noise of its own no path reaches 3.2.
-    assert forecast_target(exploited, 3.2, horizon_generations=20).probability_within_horizon > 0.5
-    assert forecast_target(alone, 3.2, horizon_generations=20).probability_within_horizon == 0.0
+    # 20 generations ahead: w = 1 - exp(-2) = 0.865 and the trend adds 0.625 (1 - exp(-8)), so agent
+    # a is expected at 1 + 0.865 * 1.5 + 0.625 = 2.92 with exploits; without, at 1 + 0.625 = 1.62,
+    # where only its highest paths, near the top of the 80% interval (2.51), reach 3.
+    assert float(exploited.expected(30)) == pytest.approx(2.921787, abs=1e-6)
+    assert float(alone.expected(30)) == pytest.approx(1.624790, abs=1e-6)
+    assert forecast_target(exploited, 3.0, horizon_generations=20).probability_within_horizon > 0.5
+    assert forecast_target(alone, 3.0, horizon_generations=20).probability_within_horizon < 0.05
     assert forecast_target(alone, 0.9).generations_remaining == 0  # agent a's own best, 1.0, reached it
 
 
 def test_the_expected_share_of_agents_at_a_score_counts_those_whose_forecast_reaches_it() -> None:
-    # Latest 1, 2, 4, 4: the upper half is {4, 4}, so U = 4 with no spread, and the scale is 0. The
-    # upper half's mean is 0.4 g: b tau = 0.4 * 2.5 = 1, so the trend adds 1 - exp(-h / 2.5).
+    # Latest 1, 2, 4, 4: U = 2.75; the upper half is {4, 4}, with no spread, so the scale is 0. The
+    # mean score is 0.275 g: b tau = 0.275 * 2.5 = 0.6875, so the trend adds 0.6875 (1 - exp(-h / 2.5)).
     slopes = {"a": 0.1, "b": 0.2, "c": 0.4, "d": 0.4}
 
-    # 5 generations ahead without exploits: + 0.865, so b stays below 3 (2.865) and c, d are above.
+    # 5 generations ahead without exploits: + 0.594, so b stays below 3 (2.594) and c, d are above.
     assert forecast_population(lines(slopes), exploit_rate=0.0).expected_share_at_least(3.0, 15) == 0.5
-    # 40 generations of 0.05 exploits: w = 1 - exp(-4) = 0.982; agent a at 1 + 0.982 * 3 + 1 = 4.95.
+    # 40 generations of 0.05 exploits: w = 1 - exp(-4) = 0.982; the lowest, agent a, is then at
+    # 1 + 0.982 * 1.75 + 0.6875 = 3.41, and c and d, falling back, at 4 - 0.982 * 1.25 + 0.6875 = 3.46.
     assert forecast_population(lines(slopes), exploit_rate=0.05).expected_share_at_least(3.0, 50) == 1.0
 
 

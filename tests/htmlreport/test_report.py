@@ -209,8 +209,8 @@ def test_the_agents_sentence_gives_the_exploit_rate_the_mean_forecast_and_the_sh
         "mean_return", (11, 12), (4, 4), (5.0, 5.0), (4.0, 4.0), (3.0, 3.0), (5.0, 5.0), 5.0, None, "-", agents, None
     )
     assert _agents_sentence(info) == (
-        "As exploits copy the better agents (6.2 exploits per 100 agent-generations so far), the mean mean_return "
-        "is expected at 4.8 by generation 14 (80% interval 4.1 to 5.6). "
+        "The mean mean_return is expected at 4.8 by generation 14 (80% interval 4.1 to 5.6), "
+        "with exploits (6.2 per 100 agent-generations so far) drawing the agents towards it. "
         "Expected share of agents at or above the target 5 then: 70%."
     )
 
