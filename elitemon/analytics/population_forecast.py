@@ -7,63 +7,71 @@ Q-learning PBT curves of benchmarks/forecast_eval.py, the change that the single
 (learning_curves.py) predicted for an agent ranked *negatively* with the change that came, and its
 final values were no better than the last score. What predicts it better on those runs is where the
 population stands: exploits copy the better agents over the worse, and a lucky score falls back, so
-every agent regresses towards the population's mean while the mean itself moves on.
+every agent regresses towards the population's level while the population moves on.
 
 Model. At the last complete generation n (see `convergence.progress_from_scores`) each agent has a
 latest score x (its score at n, or its last before n). Then
 
-    U    = the mean of the latest scores (the population's level)
+    U    = the trimmed mean of the latest scores, without the LEVEL_TRIM share at each end (the
+           population's level; scipy.stats.trim_mean)
     rho  = the exploit rate: exploits per agent per generation, over the run so far (`exploit_rate`)
     w(h) = 1 - exp(-GAP_CLOSING * rho * h)
-    b    = the Theil-Sen slope of the mean score per generation over the last TREND_POINTS complete
-           generations; tau = TREND_MEMORY * the generations observed
+    b    = the Theil-Sen slope of the upper half's mean score (the mean of the scores at or above
+           the median) per generation over the last TREND_POINTS complete generations;
+           tau = TREND_MEMORY * the generations observed
     expected(n + h) = x + w(h) (U - x) + b tau (1 - exp(-h / tau))
 
 so the agent closes its gap to the population's level as exploits arrive (rho h is the expected
-number of exploits per agent by then), and every agent shares the mean's progress, at its recent
+number of exploits per agent by then), and every agent shares the population's progress, at its recent
 pace at first and slowing (a damped trend, as in Gardner and McKenzie's damped-trend smoothing,
 1985): it adds at most b tau in all. Without exploits (rho = 0) an agent only follows that trend.
 The population's mean score is forecast the same way, as an agent whose latest score is the mean
-of the latest scores: its gap is zero, so it follows the trend alone, and it is exactly the mean of
-the agents' expected scores.
+of the latest scores, so it is exactly the mean of the agents' expected scores.
 
 The choices were made on the calibration runs (36 seeds, 72 runs, none evaluated on), by the error
 of the final value over the last score's at cuts of 20%, 30%, 50% and 60% of the run:
-- the level: the mean of the latest scores gave 0.86, 0.80, 0.80, 0.89; the mean of their upper
-  half (the agents exploits copy from, the first version) 0.91, 0.83, 0.99, 1.23. The upper half
-  is the luckier draws (a maximum of noisy evaluations), and a copy keeps training with perturbed
-  hyperparameters, so the agents settle nearer the mean. Smoothing the latest score over the last
-  three generations was mixed (0.91, 0.83, 0.74, 0.80 with TREND_MEMORY = 0.1), and it lags
-  across an exploit.
-- the trend of the mean rather than of the upper half: 0.89, 0.79, 0.86, 0.99 with the latter.
+- the level: the trimmed mean of the latest scores gave 0.92, 0.82, 0.86, 0.97; their mean 0.89,
+  0.79, 0.86, 0.99; their median 0.97, 0.89, 0.89, 0.99; the mean of their upper half (the agents
+  exploits copy from, the first version) 0.91, 0.83, 0.99, 1.23. The upper half is the luckier draws
+  (a maximum of noisy evaluations), and a copy keeps training with perturbed hyperparameters, so the
+  agents settle nearer the mean. The trim keeps an agent whose evaluation collapsed from dragging
+  the level: in a demo run (`elitemon demo`), one exploring Taxi agent at -22 while the seven others
+  scored 7.6 to 8.4 put the mean at 4.3, and the plain mean then forecast the seven falling back
+  towards it. Smoothing the latest score over the last three generations was mixed (0.91, 0.83,
+  0.74, 0.80 with TREND_MEMORY = 0.1), and it lags across an exploit.
+- the trend of the upper half rather than of the mean (with the mean as the level: 0.89, 0.79,
+  0.86, 0.99, against 0.86, 0.80, 0.80, 0.89 with the mean's trend). The mean's trend is a little
+  better on those runs, but it follows the agents at the bottom: in the same demo run, that agent
+  recovering from -179 lifted the mean from -44 to +4 over the last ten generations, and its trend
+  forecast the mean at 118 fifty generations on, where no agent had scored above 9.1.
 - TREND_MEMORY = 0.25: 0.1 gave 0.90, 0.85, 0.78, 0.86 (better late, worse early); in the first
   version 0.5 and 1 were worse at every cut (0.5: 0.92, 0.87, 1.18, 1.42). Without the trend, a
   population still rising steeply is forecast flat.
 - GAP_CLOSING = 2: 1 and 4 were within 0.01 at every cut.
 
-Uncertainty. The scale is s = sqrt(sd_upper^2 + noise^2): the spread of the upper half of the
-latest scores (how far apart the better lineages the population may converge to are) and the
-robust noise of the population's best score per generation (`learning_curves.robust_noise`:
-evaluation noise). As in learning_curves.py, the scale is made a probability by split conformal
-calibration, here conditional on two things a forecast knows: on the calibration runs, the 10%,
-50% and 90% quantiles of the normalised errors (truth - expected) / s were fitted by linear
-quantile regression on the expected exploits per agent rho h and the relative horizon h / (the
-generations observed), and `_CALIBRATION` holds the coefficients. The 80% interval at n + h is
-expected + s [q10, q90], and quantiles in between follow the split normal through the three. The
-relative horizon is there because the errors grow with how far ahead a forecast looks compared
-with how much of the run it has seen. The two were chosen by 4-fold cross-validation over the
-calibration runs (folds of whole runs), by the coverage of the final value of forecasts made at
-30% and 50% of a run: 0.84 and 0.82 with both, 0.81 and 0.74 with rho h alone, 0.77 and 0.72
-with the relative horizon alone. When a score first reaches a target is the
-first passage of `learning_curves.first_passage` over the quantile paths, each observed score
-scattering around its path by the agent's own robust noise.
+Uncertainty. The scale is s = sqrt(sd_upper^2 + noise^2): the spread of the upper half of the latest
+scores (how far apart the better lineages the population may converge to are) and the robust noise
+of the population's best score per generation (`learning_curves.robust_noise`: evaluation noise). As
+in learning_curves.py, the scale is made a probability by split conformal calibration, here
+conditional on two things a forecast knows: on the calibration runs, the 10%, 50% and 90% quantiles
+of the normalised errors (truth - expected) / s were fitted by linear quantile regression on the
+expected exploits per agent rho h and the relative horizon h / (the generations observed), and
+`_CALIBRATION` holds the coefficients. The 80% interval at n + h is expected + s [q10, q90], and
+quantiles in between follow the split normal through the three. The relative horizon is there
+because the errors grow with how far ahead a forecast looks compared with how much of the run it has
+seen. The two were chosen by 4-fold cross-validation over the calibration runs (folds of whole runs;
+with the plain mean as the level), by the coverage of the final value of forecasts made at 30% and
+50% of a run: 0.84 and 0.82 with both, 0.81 and 0.74 with rho h alone, 0.77 and 0.72 with the
+relative horizon alone. When a score first reaches a target is the first passage of
+`learning_curves.first_passage` over the quantile paths, each observed score scattering around its
+path by the agent's own robust noise.
 
 Limits: the calibration comes from small Q-learning PBT runs (8 agents, an exploit round every 5
 generations, Taxi and FrozenLake); README's Known limits gives the coverage per environment. All of
 them exploit at about the same rate (4-5 exploits per 100 agent-generations), so the calibration
-cannot tell exploits ahead from the horizon. Without exploits (rho = 0: before the first exploit
-round, or a run that is not PBT) the interval is an extrapolation, and it narrows with the horizon
-(from 2.8 s one generation ahead to 1.5 s four observed spans ahead).
+cannot well tell exploits ahead from the horizon. Without exploits (rho = 0: before the first
+exploit round, or a run that is not PBT) the interval is an extrapolation, and it widens only
+slowly with the horizon (from 2.4 s one generation ahead to 3.4 s four observed spans ahead).
 """
 
 from __future__ import annotations
@@ -74,7 +82,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
-from scipy.stats import theilslopes
+from scipy.stats import theilslopes, trim_mean
 
 from elitemon.analytics._frames import require_columns
 from elitemon.analytics.convergence import MIN_REPORTING_FRACTION, progress_from_scores
@@ -89,7 +97,9 @@ from elitemon.analytics.migration import exploits
 
 #: How fast an agent closes its gap to the population's level, per expected exploit per agent.
 GAP_CLOSING = 2.0
-#: The mean score's trend: its slope over this many complete generations, damped with a time
+#: The share of the latest scores left out at each end of the population's level (1 of 8 agents).
+LEVEL_TRIM = 0.125
+#: The upper half's trend: its slope over this many complete generations, damped with a time
 #: constant of TREND_MEMORY times the generations observed.
 TREND_POINTS = 10
 TREND_MEMORY = 0.25
@@ -97,9 +107,9 @@ TREND_MEMORY = 0.25
 #: the generations observed, from `python benchmarks/forecast_eval.py --calibrate-population`.
 _CALIBRATION = np.array(
     [
-        [-1.556, -0.232, 0.600],  # q10
-        [-0.183, 0.537, 0.310],  # q50
-        [1.208, 2.371, 0.283],  # q90
+        [-1.338, -0.291, 0.610],  # q10
+        [-0.154, 0.366, 0.475],  # q50
+        [1.102, 1.685, 0.843],  # q90
     ]
 )
 
@@ -115,8 +125,8 @@ class AgentForecast(CalibratedForecast):
     max_generation: float
     latest: float  # x: the latest score at or before last_generation
     best_score: float  # the highest score observed so far: a target at or below it has been reached
-    population_level: float  # U: the mean of the latest scores
-    population_trend: float  # b: the mean score's recent gain per generation
+    population_level: float  # U: the trimmed mean of the latest scores
+    population_trend: float  # b: the upper half's recent gain per generation
     span: float  # the generations observed, first to last complete
     scale: float  # s
     noise: float  # the scatter of this agent's observed scores around their trend
@@ -204,9 +214,10 @@ def forecast_population(
     observed = scores[scores["generation"] <= last].sort_values(["agent", "generation"])
     by_agent = {str(agent): rows["score"].to_numpy(dtype=float) for agent, rows in observed.groupby("agent")}
     latest = np.array([values[-1] for values in by_agent.values()])
-    level = float(latest.mean())
+    level = float(trim_mean(latest, LEVEL_TRIM))
     upper = latest[latest >= np.median(latest)]
-    recent = progress["mean"].iloc[-TREND_POINTS:]
+    upper_by_generation = observed.groupby("generation")["score"].agg(_upper_half_mean).loc[progress.index]
+    recent = upper_by_generation.iloc[-TREND_POINTS:]
     trend = float(theilslopes(recent.to_numpy(), recent.index.to_numpy(dtype=float))[0])
     scale = float(np.hypot(upper.std(), robust_noise(progress["best"].to_numpy())))
 
@@ -227,5 +238,9 @@ def forecast_population(
 
     # The mean starts from the mean of the latest scores, as the agents do, so that it stays the
     # mean of their forecasts when some have not reported the last complete generation.
-    mean = replace(forecast("mean", progress["mean"].to_numpy(dtype=float)), latest=level)
+    mean = replace(forecast("mean", progress["mean"].to_numpy(dtype=float)), latest=float(latest.mean()))
     return PopulationForecast(agents={name: forecast(name, values) for name, values in by_agent.items()}, mean=mean)
+
+
+def _upper_half_mean(scores: pd.Series) -> float:
+    return float(scores[scores >= scores.median()].mean())

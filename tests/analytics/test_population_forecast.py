@@ -4,9 +4,9 @@ The population of most tests: four agents whose scores rise in straight lines, 0
 and 0.4 g at generations g = 1..10. At generation 10 the latest scores are 1, 2, 3, 4: their mean is
 U = 2.5; their upper half is {3, 4}, whose standard deviation is 0.5. The best score per
 generation, 0.4 g, is a straight line, whose robust noise is 0; so the scale is s = 0.5, and each
-agent's own noise is 0 too. The mean score at every generation is 0.25 g: its trend is b = 0.25 per
-generation, damped with tau = 0.25 * 10 = 2.5 generations, so it adds
-0.25 * 2.5 (1 - exp(-h / 2.5)) = 0.625 (1 - exp(-h / 2.5)) by h generations ahead.
+agent's own noise is 0 too. The upper half's mean at every generation is 0.35 g: its trend is
+b = 0.35 per generation, damped with tau = 0.25 * 10 = 2.5 generations, so it adds
+0.35 * 2.5 (1 - exp(-h / 2.5)) = 0.875 (1 - exp(-h / 2.5)) by h generations ahead.
 """
 
 from __future__ import annotations
@@ -67,22 +67,37 @@ def test_an_agent_closes_its_gap_to_a_population_that_has_stopped_rising_as_expl
     assert agents["a"].expected(50) == pytest.approx(2.5 - 1.5 * math.exp(-4), abs=1e-9)
 
 
-def test_every_agent_shares_the_mean_scores_damped_trend() -> None:
+def test_an_agent_whose_evaluation_collapsed_does_not_drag_the_populations_level() -> None:
+    levels = (-100, 1, 2, 3, 4, 5, 6, 7)
+    flat = pd.DataFrame(
+        [{"agent": f"a{i}", "generation": g, "score": level} for i, level in enumerate(levels) for g in range(1, 11)]
+    )
+    forecast = forecast_population(flat, exploit_rate=0.05)
+
+    # One of eight left out at each end: U = mean(1..6) = 3.5, where the mean of all is -9.
+    assert forecast.mean.population_level == pytest.approx(3.5)
+    assert forecast.mean.latest == pytest.approx(-9.0)
+    # The mean rises as exploits replace the collapsed agent: w = 0.6321206 ten generations ahead.
+    assert float(forecast.mean.expected(20)) == pytest.approx(-9 + 0.6321206 * 12.5, abs=1e-6)
+    assert float(forecast.agents["a7"].expected(20)) == pytest.approx(7 - 0.6321206 * 3.5, abs=1e-6)
+
+
+def test_every_agent_shares_the_upper_halfs_damped_trend() -> None:
     agents = forecast_population(lines(FOUR), exploit_rate=0.05).agents
 
-    assert agents["a"].population_trend == pytest.approx(0.25)
+    assert agents["a"].population_trend == pytest.approx(0.35)
     assert agents["a"].trend_memory == pytest.approx(2.5)
-    # h = 10: the gap closes by 0.6321206 and the trend adds 0.625 (1 - exp(-4)) = 0.613553.
-    assert agents["a"].expected(20) == pytest.approx(1 + 0.6321206 * 1.5 + 0.613553, abs=1e-6)
-    assert agents["d"].expected(20) == pytest.approx(4 - 0.6321206 * 1.5 + 0.613553, abs=1e-6)
-    # Far ahead the trend has added all it will, b tau = 0.625.
-    assert agents["a"].expected(50) == pytest.approx(2.5 - 1.5 * math.exp(-4) + 0.625 * (1 - math.exp(-16)))
+    # h = 10: the gap closes by 0.6321206 and the trend adds 0.875 (1 - exp(-4)) = 0.858973.
+    assert agents["a"].expected(20) == pytest.approx(1 + 0.6321206 * 1.5 + 0.858973, abs=1e-6)
+    assert agents["d"].expected(20) == pytest.approx(4 - 0.6321206 * 1.5 + 0.858973, abs=1e-6)
+    # Far ahead the trend has added all it will, b tau = 0.875.
+    assert agents["a"].expected(50) == pytest.approx(2.5 - 1.5 * math.exp(-4) + 0.875 * (1 - math.exp(-16)))
 
 
 def test_without_exploits_every_agent_only_follows_the_trend() -> None:
     agents = forecast_population(lines(FOUR), exploit_rate=0.0).agents
 
-    trend = 0.625 * (1 - math.exp(-30 / 2.5))
+    trend = 0.875 * (1 - math.exp(-30 / 2.5))
     assert [float(f.expected(40)) for f in agents.values()] == pytest.approx(
         [1 + trend, 2 + trend, 3 + trend, 4 + trend]
     )
@@ -115,31 +130,33 @@ def test_the_calibrated_quantiles_stay_in_order_over_the_whole_forecast_range() 
     for relative in (0.0, MAX_RELATIVE_HORIZON):
         assert np.all(gaps @ [1.0, 0.0, relative] > 0)
     assert np.all(gaps[:, 1] >= 0)
+    # Nor does the 80% interval narrow as the horizon grows, with exploits or without.
+    assert np.all(gaps.sum(axis=0)[1:] >= 0)
 
 
 def test_a_weak_agent_likely_reaches_a_target_above_it_only_through_exploits() -> None:
     exploited = forecast_population(lines(FOUR), exploit_rate=0.05).agents["a"]
     alone = forecast_population(lines(FOUR), exploit_rate=0.0).agents["a"]
 
-    # 20 generations ahead: w = 1 - exp(-2) = 0.865 and the trend adds 0.625 (1 - exp(-8)), so agent
-    # a is expected at 1 + 0.865 * 1.5 + 0.625 = 2.92 with exploits; without, at 1 + 0.625 = 1.62,
-    # where only its highest paths, near the top of the 80% interval (2.51), reach 3.
-    assert float(exploited.expected(30)) == pytest.approx(2.921787, abs=1e-6)
-    assert float(alone.expected(30)) == pytest.approx(1.624790, abs=1e-6)
-    assert forecast_target(exploited, 3.0, horizon_generations=20).probability_within_horizon > 0.5
-    assert forecast_target(alone, 3.0, horizon_generations=20).probability_within_horizon < 0.05
+    # 20 generations ahead: w = 1 - exp(-2) = 0.865 and the trend adds 0.875 (1 - exp(-8)), so agent
+    # a is expected at 1 + 0.865 * 1.5 + 0.875 = 3.17 with exploits; without, at 1 + 0.875 = 1.87,
+    # where only its highest paths, above the top of the 80% interval (3.27), reach 3.5.
+    assert float(exploited.expected(30)) == pytest.approx(3.171704, abs=1e-6)
+    assert float(alone.expected(30)) == pytest.approx(1.874706, abs=1e-6)
+    assert forecast_target(exploited, 3.5, horizon_generations=20).probability_within_horizon > 0.5
+    assert forecast_target(alone, 3.5, horizon_generations=20).probability_within_horizon < 0.1
     assert forecast_target(alone, 0.9).generations_remaining == 0  # agent a's own best, 1.0, reached it
 
 
 def test_the_expected_share_of_agents_at_a_score_counts_those_whose_forecast_reaches_it() -> None:
     # Latest 1, 2, 4, 4: U = 2.75; the upper half is {4, 4}, with no spread, so the scale is 0. The
-    # mean score is 0.275 g: b tau = 0.275 * 2.5 = 0.6875, so the trend adds 0.6875 (1 - exp(-h / 2.5)).
+    # upper half's mean is 0.4 g: b tau = 0.4 * 2.5 = 1, so the trend adds 1 - exp(-h / 2.5).
     slopes = {"a": 0.1, "b": 0.2, "c": 0.4, "d": 0.4}
 
-    # 5 generations ahead without exploits: + 0.594, so b stays below 3 (2.594) and c, d are above.
+    # 5 generations ahead without exploits: + 0.865, so b stays below 3 (2.865) and c, d are above.
     assert forecast_population(lines(slopes), exploit_rate=0.0).expected_share_at_least(3.0, 15) == 0.5
     # 40 generations of 0.05 exploits: w = 1 - exp(-4) = 0.982; the lowest, agent a, is then at
-    # 1 + 0.982 * 1.75 + 0.6875 = 3.41, and c and d, falling back, at 4 - 0.982 * 1.25 + 0.6875 = 3.46.
+    # 1 + 0.982 * 1.75 + 1 = 3.72, and c and d, falling back, at 4 - 0.982 * 1.25 + 1 = 3.77.
     assert forecast_population(lines(slopes), exploit_rate=0.05).expected_share_at_least(3.0, 50) == 1.0
 
 

@@ -105,7 +105,7 @@ def test_a_curve_from_a_population_is_also_forecast_by_the_population_on_the_sam
     # The same target for both: the same truth of generations to it and the same baselines.
     assert aware.generations_error_last == ensemble.generations_error_last
     assert aware.final_error_last == ensemble.final_error_last
-    # w = 1 - exp(-2 * 0.1 * 20) = 0.981684 closes agent a's gap (3) to 4.945052 at 40, and the mean
-    # score's trend (0.25 g: b = 0.25, tau = 20 / 4 = 5) adds 0.25 * 5 (1 - exp(-4)) = 1.227106: 6.172158,
+    # w = 1 - exp(-2 * 0.1 * 20) = 0.981684 closes agent a's gap (3) to 4.945052 at 40, and the upper
+    # half's trend (0.35 g: b = 0.35, tau = 20 / 4 = 5) adds 0.35 * 5 (1 - exp(-4)) = 1.717948: 6.663000,
     # where the truth is 3.5, over a range of 3.4.
-    assert aware.final_error == pytest.approx((6.172158 - 3.5) / 3.4, abs=1e-5)
+    assert aware.final_error == pytest.approx((6.663000 - 3.5) / 3.4, abs=1e-5)
