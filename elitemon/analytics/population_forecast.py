@@ -59,12 +59,11 @@ expected exploits per agent rho h and the relative horizon h / (the generations 
 `_CALIBRATION` holds the coefficients. The 80% interval at n + h is expected + s [q10, q90], and
 quantiles in between follow the split normal through the three. The relative horizon is there
 because the errors grow with how far ahead a forecast looks compared with how much of the run it has
-seen. The two were chosen by 4-fold cross-validation over the calibration runs (folds of whole runs;
-with the plain mean as the level), by the coverage of the final value of forecasts made at 30% and
-50% of a run: 0.84 and 0.82 with both, 0.81 and 0.74 with rho h alone, 0.77 and 0.72 with the
-relative horizon alone. When a score first reaches a target is the first passage of
-`learning_curves.first_passage` over the quantile paths, each observed score scattering around its
-path by the agent's own robust noise.
+seen. The two were chosen by 4-fold cross-validation over the calibration runs (folds of whole
+runs), by the coverage of the final value of forecasts made at 30% and 50% of a run: 0.83 and 0.82
+with both, 0.80 and 0.78 with rho h alone, 0.78 and 0.74 with the relative horizon alone. When a
+score first reaches a target is the first passage of `learning_curves.first_passage` over the
+quantile paths, each observed score scattering around its path by the agent's own robust noise.
 
 Limits: the calibration comes from small Q-learning PBT runs (8 agents, an exploit round every 5
 generations, Taxi and FrozenLake); README's Known limits gives the coverage per environment. All of
