@@ -338,9 +338,9 @@ def calibrate_population(curves: list[Curve], seed: int) -> np.ndarray:
             fit = forecaster(n)
             if fit.scale == 0:
                 continue
-            ahead = np.arange(1, min(length, fit.max_generation) - n + 1, dtype=float)
-            features.append(np.column_stack([fit.exploit_rate * ahead, ahead / fit.span]))
-            normalised.append((curve.trend(n + ahead) - fit.expected(n + ahead)) / fit.scale)
+            later = np.arange(n + 1, min(length, fit.max_generation) + 1, dtype=float)
+            features.append(fit.calibration_variables(later)[:, 1:])  # the regression adds the intercept
+            normalised.append((curve.trend(later) - fit.expected(later)) / fit.scale)
     x, z = np.concatenate(features), np.concatenate(normalised)
     rows = []
     for quantile in QUANTILES:

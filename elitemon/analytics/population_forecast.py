@@ -147,9 +147,14 @@ class AgentForecast(CalibratedForecast):
         """s, the same at every generation: the calibration makes the interval grow with rho h and h / span."""
         return np.full(np.shape(generations), self.scale)
 
-    def _calibration(self, generations: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def calibration_variables(self, generations: ArrayLike) -> np.ndarray:
+        """What `_CALIBRATION` is linear in, along the last axis: 1, rho h and h / span. The
+        benchmark's calibration fits its coefficients on these same variables."""
         ahead = generations_ahead(generations, self.last_generation, self.max_generation)
-        q10, q50, q90 = _CALIBRATION @ np.stack([np.ones_like(ahead), self.exploit_rate * ahead, ahead / self.span])
+        return np.stack([np.ones_like(ahead), self.exploit_rate * ahead, ahead / self.span], axis=-1)
+
+    def _calibration(self, generations: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        q10, q50, q90 = np.moveaxis(self.calibration_variables(generations) @ _CALIBRATION.T, -1, 0)
         return q10, q50, q90
 
     def _observation_noise(self) -> float:
