@@ -38,7 +38,10 @@ up to a noise standard deviation on FrozenLake, because the maximum picks the lu
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,7 +85,8 @@ class Curve:
     `trend` maps generations to the noise-free score: for synthetic curves any generation, also past
     the end; for real ones generations 1..len(scores), interpolated linearly between them. A real
     agent's or mean curve also has its `population` and `member` (the agent's name in
-    `Population.scores_frame`, or "mean").
+    `Population.scores_frame`, or "mean"). Every real curve names its `run` (environment and
+    seed): the curves of one run share its luck, so the evaluation resamples whole runs.
     """
 
     family: str
@@ -90,6 +94,7 @@ class Curve:
     trend: Callable[[np.ndarray], np.ndarray]
     population: Population | None = None
     member: str | None = None
+    run: str | None = None  # the PBT run a real curve comes from; None for a curve that is its own run
 
 
 def synthetic_curves(count_per_family: int, *, seed: int) -> list[Curve]:
@@ -161,43 +166,66 @@ def qlearning_pbt_curves(
     eval_episodes: int = 20,
     interval: int = 5,
 ) -> list[Curve]:
-    """The best, the mean and each agent's score per iteration of one PBT run per (environment, seed)."""
+    """The best, the mean and each agent's score per iteration of one PBT run per (environment, seed).
+
+    The runs are independent, so they run in worker processes, one per core; each run is
+    reproducible from its seed alone, whichever process runs it."""
+    settings = dict(
+        agents=agents,
+        iterations=iterations,
+        episodes_per_iteration=episodes_per_iteration,
+        eval_episodes=eval_episodes,
+        interval=interval,
+    )
+    runs = [(env_id, seed) for env_id in env_ids for seed in seeds]
+    workers = min(len(runs), os.cpu_count() or 1)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(
+            pool.map(_pbt_run, *zip(*runs, strict=True), *([value] * len(runs) for value in settings.values()))
+        )
+    curves = []
+    for (env_id, seed), (history, expected, expected_best, exploit_generations) in zip(runs, results, strict=True):
+        run = f"{env_id} seed {seed}"
+        population = Population(history, exploit_generations)
+        curves.append(Curve(f"{env_id} best", history.max(axis=1), _interpolated(expected_best), run=run))
+        curves.append(
+            Curve(f"{env_id} mean", history.mean(axis=1), _interpolated(expected.mean(axis=1)), population, "mean", run)
+        )
+        curves.extend(
+            Curve(f"{env_id} agent", history[:, i], _interpolated(expected[:, i]), population, f"agent{i}", run)
+            for i in range(agents)
+        )
+    return curves
+
+
+def _pbt_run(
+    env_id: str, seed: int, agents: int, iterations: int, episodes_per_iteration: int, eval_episodes: int, interval: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One PBT run: every agent's score and expected return per iteration (iterations x agents), the
+    expected best reported score per iteration, and the iteration of each exploit."""
     from elitemon.demo._qlearning import BOUNDS, Hyperparameters, QLearner
 
-    curves = []
-    for env_id in env_ids:
-        greedy_return = GreedyReturn(env_id)
-        for seed in seeds:
-            rng = np.random.default_rng(seed)
-            learners = [QLearner(env_id, seed=seed * 1000 + i) for i in range(agents)]
-            settings = [_draw_hyperparameters(rng) for _ in range(agents)]
-            draws = np.random.default_rng([seed, 1])  # the Monte Carlo of the best score's expectation
-            history = np.empty((iterations, agents))
-            expected = np.empty((iterations, agents))
-            expected_best = np.empty(iterations)
-            exploit_generations: list[int] = []
-            for iteration in range(iterations):
-                values = []
-                for i, learner in enumerate(learners):
-                    hp = Hyperparameters(**settings[i])
-                    learner.train(hp, episodes_per_iteration)
-                    history[iteration, i] = learner.evaluate(eval_episodes).mean_return
-                    values.append(greedy_return.values(learner.q))
-                    expected[iteration, i] = greedy_return.from_start(values[-1])
-                expected_best[iteration] = greedy_return.expected_best_score(values, eval_episodes, draws)
-                if (iteration + 1) % interval == 0:
-                    copied = _exploit_and_explore(history[iteration], learners, settings, rng, BOUNDS)
-                    exploit_generations.extend([iteration + 1] * copied)
-            population = Population(history, np.array(exploit_generations))
-            curves.append(Curve(f"{env_id} best", history.max(axis=1), _interpolated(expected_best)))
-            curves.append(
-                Curve(f"{env_id} mean", history.mean(axis=1), _interpolated(expected.mean(axis=1)), population, "mean")
-            )
-            curves.extend(
-                Curve(f"{env_id} agent", history[:, i], _interpolated(expected[:, i]), population, f"agent{i}")
-                for i in range(agents)
-            )
-    return curves
+    greedy_return = GreedyReturn(env_id)
+    rng = np.random.default_rng(seed)
+    learners = [QLearner(env_id, seed=seed * 1000 + i) for i in range(agents)]
+    settings = [_draw_hyperparameters(rng) for _ in range(agents)]
+    draws = np.random.default_rng([seed, 1])  # the Monte Carlo of the best score's expectation
+    history = np.empty((iterations, agents))
+    expected = np.empty((iterations, agents))
+    expected_best = np.empty(iterations)
+    exploit_generations: list[int] = []
+    for iteration in range(iterations):
+        values = []
+        for i, learner in enumerate(learners):
+            learner.train(Hyperparameters(**settings[i]), episodes_per_iteration)
+            history[iteration, i] = learner.evaluate(eval_episodes).mean_return
+            values.append(greedy_return.values(learner.q))
+            expected[iteration, i] = greedy_return.from_start(values[-1])
+        expected_best[iteration] = greedy_return.expected_best_score(values, eval_episodes, draws)
+        if (iteration + 1) % interval == 0:
+            copied = _exploit_and_explore(history[iteration], learners, settings, rng, BOUNDS)
+            exploit_generations.extend([iteration + 1] * copied)
+    return history, expected, expected_best, np.array(exploit_generations)
 
 
 class GreedyReturn:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from benchmarks._curves import GreedyReturn
+from benchmarks._curves import GreedyReturn, qlearning_pbt_curves
 from elitemon.demo._qlearning import QLearner
 
 DROPOFF = 5  # Taxi's action 5: illegal until the passenger is in the taxi, -10 and no move
@@ -92,3 +92,17 @@ def test_expected_best_score_refuses_an_environment_whose_episode_returns_it_can
     slippery_cliff = GreedyReturn("CliffWalkingSlippery-v1")  # stochastic, returns -1 and -100 per step
     with pytest.raises(ValueError, match="neither deterministic nor returns 0 or 1"):
         slippery_cliff.expected_best_score([np.zeros(48)], 20, np.random.default_rng(0))
+
+
+def test_a_pbt_run_is_the_same_whether_it_runs_alone_or_beside_others_in_worker_processes() -> None:
+    small = dict(env_ids=("FrozenLake-v1",), agents=4, iterations=10, episodes_per_iteration=5, eval_episodes=5)
+    together = qlearning_pbt_curves(seeds=(3, 4), **small)
+    alone = qlearning_pbt_curves(seeds=(4,), **small)
+
+    assert [curve.run for curve in together] == ["FrozenLake-v1 seed 3"] * 6 + ["FrozenLake-v1 seed 4"] * 6
+    for mine, its in zip(together[6:], alone, strict=True):
+        assert (mine.family, mine.member, mine.run) == (its.family, its.member, its.run)
+        np.testing.assert_array_equal(mine.scores, its.scores)
+        np.testing.assert_array_equal(mine.trend(np.arange(1, 11)), its.trend(np.arange(1, 11)))
+    # Two seeds, two runs: the mean's expected return (the scores of so short a run may all be 0).
+    assert not np.array_equal(together[1].trend(np.arange(1, 11)), together[7].trend(np.arange(1, 11)))

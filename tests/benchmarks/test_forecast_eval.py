@@ -109,3 +109,56 @@ def test_a_curve_from_a_population_is_also_forecast_by_the_population_on_the_sam
     # half's trend (0.35 g: b = 0.35, tau = 20 / 4 = 5) adds 0.35 * 5 (1 - exp(-4)) = 1.717948: 6.663000,
     # where the truth is 3.5, over a range of 3.4.
     assert aware.final_error == pytest.approx((6.663000 - 3.5) / 3.4, abs=1e-5)
+
+
+def test_the_bootstrap_intervals_resample_whole_runs_not_single_forecasts(forecast_eval: ModuleType) -> None:
+    # Run a: 9 forecasts, all covered; run b: 1, not covered. Coverage 9 / 10 = 0.90. Resampling runs,
+    # a draw of b twice (probability 1/4, above the 5% tail) covers none: the interval reaches 0.
+    # Resampling the 10 forecasts one by one would have put the lower end near 0.8.
+    template = forecast_eval.Case(**{field.name: 0.0 for field in dataclasses.fields(forecast_eval.Case)})
+    cases = pd.DataFrame(
+        [
+            {
+                **dataclasses.asdict(
+                    dataclasses.replace(
+                        template,
+                        family="f",
+                        method="population",
+                        fraction=0.5,
+                        final_error=1.0,
+                        final_error_last=2.0,
+                        final_error_linear=4.0,
+                        final_covered=covered,
+                        target_reached=False,
+                    )
+                ),
+                "abstained": False,
+                "run": run,
+            }
+            for run, covered in [("a", True)] * 9 + [("b", False)]
+        ]
+    )
+
+    row = forecast_eval.intervals(cases, "family").iloc[0]
+
+    assert row["runs"] == 2
+    assert row["final cover80"] == "0.90 [0.00, 1.00]"
+    assert row["/last"] == "0.50 [0.50, 0.50]"  # every run's ratio is 1/2, however they are drawn
+    assert row["gens cover80"] == "-"  # no target was reached
+    assert forecast_eval.table(cases, "family").iloc[0]["final cover80"] == pytest.approx(0.9)
+
+
+def test_every_case_names_its_run_and_a_curve_without_one_is_its_own(forecast_eval: ModuleType) -> None:
+    generations = np.arange(1, 41, dtype=float)
+    scores = np.outer(generations, [0.1, 0.2, 0.3, 0.4])
+    population = Population(scores, exploit_generations=np.repeat([5, 10, 15, 20, 25], 2))
+    curves = [
+        Curve("toy agent", scores[:, 0], lambda g: 0.1 * np.asarray(g), population, "agent0", "toy seed 0"),
+        Curve("toy agent", scores[:, 1], lambda g: 0.2 * np.asarray(g), population, "agent1", "toy seed 0"),
+        Curve("exponential", 10.0 - 8.0 * np.exp(-generations / 15.0), lambda g: 10.0 - 8.0 * np.exp(-g / 15.0)),
+    ]
+
+    cases = forecast_eval.run(curves, seed=0)
+
+    assert set(cases["run"]) == {"toy seed 0", "curve 2"}
+    assert (cases["run"] == "toy seed 0").sum() == 2 * 2 * len(forecast_eval.FRACTIONS)  # 2 curves, 2 methods
