@@ -165,7 +165,7 @@ def _agents_sentence(info: ScoreInfo) -> str:
     interval = f"80% interval {_num(f.low[-1])} to {_num(f.high[-1])}"
     rate = f"{100 * f.exploit_rate:.1f} per 100 agent-generations so far"
     sentence = (
-        f"The mean {info.metric} is expected at {_num(f.median[-1])} by generation {end} ({interval}), "
+        f"The mean {info.metric} is expected at {_num(f.expected[-1])} by generation {end} ({interval}), "
         f"with exploits ({rate}) drawing the agents towards it."
     )
     if f.share_at_target is not None:
@@ -248,12 +248,12 @@ def _score_figure(info: ScoreInfo) -> Figure:
     if info.forecast is not None:
         f = info.forecast
         ax.fill_between(f.generations, f.low, f.high, color=_FORECAST, alpha=0.2, lw=0, label="forecast, 80% band")
-        ax.plot(f.generations, f.median, color=_FORECAST, lw=1.6, ls="--", label="forecast (median)")
+        ax.plot(f.generations, f.expected, color=_FORECAST, lw=1.6, ls="--", label="forecast (expected)")
         ax.axvline(f.generations[0], color="#888888", lw=0.8, ls=":")
     if info.agents_forecast is not None:
         a = info.agents_forecast
         ax.fill_between(a.generations, a.low, a.high, color=_MEAN, alpha=0.12, lw=0, label="mean forecast, 80% band")
-        ax.plot(a.generations, a.median, color=_MEAN, lw=1.2, ls="--", label="mean forecast (median)")
+        ax.plot(a.generations, a.expected, color=_MEAN, lw=1.2, ls="--", label="mean forecast (expected)")
     if info.target is not None:
         ax.axhline(info.target, color=_TARGET, lw=1.0, ls="-.", label=f"target {_num(info.target)}")
     ax.set_xlabel("generation")

@@ -107,7 +107,7 @@ class ForecastInfo(NamedTuple):
     observed generation) on. `remaining*` count generations from there (None: not within range)."""
 
     generations: tuple[int, ...]
-    median: tuple[float, ...]
+    expected: tuple[float, ...]  # the point forecast the benchmark scores (not the band's median)
     low: tuple[float, ...]  # the 80% band
     high: tuple[float, ...]
     goal: str  # "target" or "flat" (analytics.convergence.Goal)
@@ -123,7 +123,7 @@ class AgentsForecastInfo(NamedTuple):
     the target at `generations[-1]` (None without a target)."""
 
     generations: tuple[int, ...]
-    median: tuple[float, ...]
+    expected: tuple[float, ...]  # the point forecast the benchmark scores (not the band's median)
     low: tuple[float, ...]  # the 80% band
     high: tuple[float, ...]
     exploit_rate: float  # exploits per agent per generation
@@ -429,7 +429,7 @@ def _forecast(samples: pd.DataFrame, metric: str, target: float | None) -> tuple
     low, high = curve.interval(future, FORECAST_LEVEL)
     forecast = ForecastInfo(
         generations=tuple(int(g) for g in future),
-        median=_floats(curve.quantile(future, 0.5)),
+        expected=_floats(curve.expected(future)),
         low=_floats(low),
         high=_floats(high),
         goal=str(result.goal.value),
@@ -464,7 +464,7 @@ def _agents_forecast(
     share = None if target is None else forecast.expected_share_at_least(target, float(future[-1]))
     info = AgentsForecastInfo(
         generations=tuple(int(g) for g in future),
-        median=_floats(forecast.mean.quantile(future, 0.5)),
+        expected=_floats(forecast.mean.expected(future)),
         low=_floats(low),
         high=_floats(high),
         exploit_rate=forecast.exploit_rate,

@@ -184,7 +184,7 @@ def test_report_says_a_target_a_reported_best_score_has_reached_is_reached():
 def test_a_forecast_flat_from_the_last_generation_says_the_best_score_has_stopped_improving():
     flat = ForecastInfo(
         generations=(12, 13),
-        median=(5.0, 5.0),
+        expected=(5.0, 5.0),
         low=(4.5, 4.5),
         high=(5.5, 5.5),
         goal="flat",
@@ -202,7 +202,7 @@ def test_a_forecast_flat_from_the_last_generation_says_the_best_score_has_stoppe
 
 def test_the_agents_sentence_gives_the_exploit_rate_the_mean_forecast_and_the_share_at_target():
     agents = AgentsForecastInfo(
-        generations=(12, 13, 14), median=(4.0, 4.5, 4.8), low=(3.5, 3.9, 4.1), high=(4.4, 5.0, 5.6),
+        generations=(12, 13, 14), expected=(4.0, 4.5, 4.8), low=(3.5, 3.9, 4.1), high=(4.4, 5.0, 5.6),
         exploit_rate=0.0625, share_at_target=0.7,
     )  # fmt: skip
     info = ScoreInfo(

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from elitemon.analytics.convergence import agent_scores
 from elitemon.analytics.importance import config_scores, hyperparameter_importance
+from elitemon.analytics.population_forecast import forecast_population
 from elitemon.htmlreport._sections import (
     AnomalyRow,
     ExploitArrow,
@@ -159,7 +162,7 @@ def test_forecast_starts_at_the_last_generation_and_runs_past_it():
     assert forecast.generations[0] == 12
     assert forecast.generations[-1] >= 12 + 6  # half the observed span (12) ahead, at least
     assert forecast.generations == tuple(range(12, forecast.generations[-1] + 1))
-    assert all(lo <= m <= hi for lo, m, hi in zip(forecast.low, forecast.median, forecast.high, strict=True))
+    assert all(lo <= m <= hi for lo, m, hi in zip(forecast.low, forecast.expected, forecast.high, strict=True))
     assert forecast.goal == "target" and forecast.level == 9.5
     if forecast.remaining_high is not None:  # the drawn range covers the forecast crossing
         assert forecast.generations[-1] >= 12 + forecast.remaining_high
@@ -182,8 +185,14 @@ def test_the_mean_forecast_follows_the_mean_scores_trend_and_exploits_draw_the_a
     assert forecast is not None and pulled.agents_note is None
     assert forecast.exploit_rate == pytest.approx(3 / 48)  # 3 exploits over 4 agents x 12 generations
     assert pulled.forecast is not None and forecast.generations == pulled.forecast.generations
-    assert all(lo <= m <= hi for lo, m, hi in zip(forecast.low, forecast.median, forecast.high, strict=True))
-    assert forecast.median[-1] > forecast.median[0]
+    assert all(lo <= m <= hi for lo, m, hi in zip(forecast.low, forecast.expected, forecast.high, strict=True))
+    assert forecast.expected[-1] > forecast.expected[0]
+    # The line is the expected score, the point forecast benchmarks/forecast_eval.py scores; the
+    # band's median sits apart from it wherever the calibration's median is not 0.
+    direct = forecast_population(agent_scores(samples), exploit_rate=3 / 48).mean
+    generations = np.array(forecast.generations, dtype=float)
+    assert forecast.expected == pytest.approx(tuple(direct.expected(generations)))
+    assert abs(forecast.expected[-1] - float(direct.quantile(generations[-1], 0.5))) > 0.01
     # Latest scores 9.37 + 0, 1, 2, 3, whose mean (10.87) the trend lifts above the target 11: d
     # (12.37) and c (11.37) are above it, a (9.37) far below, and b (10.37) below by less than the
     # trend and the spread may lift it. Without exploits each agent only shares the trend; with
