@@ -1,10 +1,10 @@
 """How well the convergence forecast predicts, against two naive baselines, on curves it has not seen.
 
-    python benchmarks/forecast_eval.py               # the full run (about 3 min of CPU on 1 core)
+    python benchmarks/forecast_eval.py               # the full run (6 min on 2 cores)
     python benchmarks/forecast_eval.py --quick       # a smoke test (under 30 s): few curves, no Q-learning
     python benchmarks/forecast_eval.py --calibrate --per-family 100   # learning_curves._CALIBRATION (3.5 min)
     python benchmarks/forecast_eval.py --calibrate --per-family 100 --with-pbt   # pooled with real PBT curves
-    python benchmarks/forecast_eval.py --calibrate-population   # population_forecast._CALIBRATION (25 min)
+    python benchmarks/forecast_eval.py --calibrate-population   # population_forecast._CALIBRATION, PASSAGE_LEVELS
 
 Curves (benchmarks/_curves.py): synthetic ones from six families with random parameters (seed 1;
 the calibration uses seed 0, other curves), and real ones: the best, mean and per-agent scores of
@@ -408,6 +408,41 @@ def calibrate_population(curves: list[Curve], seed: int) -> np.ndarray:
     return np.array(rows)
 
 
+def calibrate_passage(curves: list[Curve], seed: int) -> tuple[float, float, float]:
+    """population_forecast.PASSAGE_LEVELS: the 10%, 50% and 90% quantiles of the probability the
+    population-aware forecast gave to a passage by the generation at which an observed score first
+    reached the target (the probability integral transform of the truth). Were that probability
+    calibrated, they would be 0.1, 0.5 and 0.9.
+
+    Every real agent and mean curve is cut at CALIBRATION_CUTS random points (15% to 85% of its
+    length) and given a target as the evaluation draws them (`_target`); the cuts whose target an
+    observed score reaches within the run count, as in the evaluation's coverage. The forecasts are
+    the module's, with its current `_CALIBRATION`.
+    """
+    rng = np.random.default_rng(seed)
+    reached_by_then = []
+    for curve in curves:
+        forecaster = _forecasters(curve).get("population")
+        if forecaster is None:
+            continue
+        length = curve.scores.size
+        truth = curve.trend(np.arange(1, length + 1, dtype=float))
+        for fraction in rng.uniform(0.15, 0.85, size=CALIBRATION_CUTS):
+            n = int(round(fraction * length))
+            if n < MIN_POINTS:
+                continue
+            target = _target(truth, n, rng, float(curve.scores[:n].max()))
+            steps = _first_at_least(curve.scores[n:], target)
+            if steps is None:
+                continue
+            fit = forecaster(n)
+            reached_at = min(n + steps + 1, np.floor(fit.max_generation))
+            probabilities = fit.probability_reached(target, np.arange(n + 1, reached_at + 1, dtype=float))
+            reached_by_then.append(float(probabilities[-1]))
+    low, middle, high = np.quantile(reached_by_then, QUANTILES)
+    return float(low), float(middle), float(high)
+
+
 def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, probabilities: tuple[float, ...]) -> list[float]:
     """Quantiles of the distribution that puts `weights` on `values` (midpoint interpolation)."""
     order = np.argsort(values)
@@ -441,17 +476,21 @@ def main() -> None:
     parser.add_argument(
         "--calibrate-population",
         action="store_true",
-        help="print population_forecast._CALIBRATION (Q-learning PBT seeds 10-19 and 50-75)",
+        help="print population_forecast._CALIBRATION and PASSAGE_LEVELS (Q-learning PBT seeds 10-19 and 50-75)",
     )
     args = parser.parse_args()
     started = time.perf_counter()
     if args.calibrate_population:
-        coefficients = calibrate_population(qlearning_pbt_curves(seeds=POPULATION_CALIBRATION_SEEDS), seed=0)
+        curves = qlearning_pbt_curves(seeds=POPULATION_CALIBRATION_SEEDS)
+        coefficients = calibrate_population(curves, seed=0)
         rows = "\n".join(
             f"        [{intercept:.3f}, {per_exploit:.3f}, {per_span:.3f}],  # q{quantile * 100:.0f}"
             for quantile, (intercept, per_exploit, per_span) in zip(QUANTILES, coefficients, strict=True)
         )
-        print(f"_CALIBRATION = np.array(\n    [\n{rows}\n    ]\n)\n({time.perf_counter() - started:.0f} s)")
+        print(f"_CALIBRATION = np.array(\n    [\n{rows}\n    ]\n)")
+        levels = ", ".join(f"{level:.3f}" for level in calibrate_passage(curves, seed=0))
+        print(f"PASSAGE_LEVELS = ({levels})  # with the module's current _CALIBRATION: paste the one above first")
+        print(f"({time.perf_counter() - started:.0f} s)")
         return
     if args.calibrate:
         sets = {"synthetic": synthetic_curves(args.per_family, seed=0)}

@@ -243,12 +243,16 @@ class ScoreForecast(Protocol):
 
     def probability_reached(self, value: float, generations: ArrayLike) -> np.ndarray: ...
 
+    @property
+    def passage_levels(self) -> tuple[float, float, float]: ...
+
 
 def forecast_target(
     curve: ScoreForecast, target: float, *, horizon_generations: int | None = None
 ) -> ConvergenceForecast:
     """Generations until a reported score reaches `target`: the Goal.TARGET part of
-    `forecast_convergence` (its docstring has the rule), for any `ScoreForecast`."""
+    `forecast_convergence` (its docstring has the rule), for any `ScoreForecast`, at its
+    `passage_levels` (0.1, 0.5 and 0.9 for a `LearningCurve`)."""
     _require_horizon(horizon_generations)
     if not np.isfinite(target):
         raise ValueError(f"target must be a finite number, but got {target=}.")
@@ -261,12 +265,13 @@ def forecast_target(
     probability = None
     if horizon_generations is not None:
         probability = float(reached[min(horizon_generations, reached.size - 1)])
+    low, middle, high = curve.passage_levels
     return ConvergenceForecast(
         goal=Goal.TARGET,
         level=float(target),
-        generations_remaining=_first_at_least(reached, 0.5),
-        generations_remaining_low=_first_at_least(reached, 0.1),
-        generations_remaining_high=_first_at_least(reached, 0.9),
+        generations_remaining=_first_at_least(reached, middle),
+        generations_remaining_low=_first_at_least(reached, low),
+        generations_remaining_high=_first_at_least(reached, high),
         probability_within_horizon=probability,
         horizon_generations=horizon_generations,
     )

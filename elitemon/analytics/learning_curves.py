@@ -58,6 +58,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -190,6 +191,11 @@ class CalibratedForecast(ABC):
     normal through expected + s (q10, q50, q90). All methods take generations (scalars or arrays)
     and return arrays of the same shape, in score units.
     """
+
+    #: The probabilities of a passage (`probability_reached`) at which a generations-to-target forecast
+    #: starts its 80% interval, puts its median and ends the interval (`convergence.forecast_target`):
+    #: 0.1, 0.5 and 0.9 where the passage probability is itself calibrated.
+    passage_levels: ClassVar[tuple[float, float, float]] = (0.1, 0.5, 0.9)
 
     @abstractmethod
     def expected(self, generations: ArrayLike) -> np.ndarray: ...

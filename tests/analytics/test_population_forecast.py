@@ -20,7 +20,12 @@ import pytest
 
 from elitemon.analytics.convergence import forecast_target
 from elitemon.analytics.learning_curves import MAX_RELATIVE_HORIZON
-from elitemon.analytics.population_forecast import _CALIBRATION, exploit_rate, forecast_population
+from elitemon.analytics.population_forecast import (
+    _CALIBRATION,
+    PASSAGE_LEVELS,
+    exploit_rate,
+    forecast_population,
+)
 from tests.conftest import store_frame
 
 
@@ -146,6 +151,27 @@ def test_a_weak_agent_likely_reaches_a_target_above_it_only_through_exploits() -
     assert forecast_target(exploited, 3.5, horizon_generations=20).probability_within_horizon > 0.5
     assert forecast_target(alone, 3.5, horizon_generations=20).probability_within_horizon < 0.1
     assert forecast_target(alone, 0.9).generations_remaining == 0  # agent a's own best, 1.0, reached it
+
+
+def test_generations_to_a_target_are_read_at_the_calibrated_passage_levels() -> None:
+    agent = forecast_population(lines(FOUR), exploit_rate=0.05).agents["a"]
+    reached = agent.probability_reached(3.5, np.arange(11.0, 51.0))  # P(a score >= 3.5 by 11 .. 50)
+
+    forecast = forecast_target(agent, 3.5)
+
+    def first(level: float) -> int:  # generations after 10 at which the probability first reaches it
+        return int(np.flatnonzero(reached >= level)[0]) + 1
+
+    low, middle, high = PASSAGE_LEVELS
+    assert (low, middle, high) != (0.1, 0.5, 0.9)
+    assert forecast.generations_remaining_low == first(low)
+    assert forecast.generations_remaining == first(middle)
+    assert forecast.generations_remaining_high == first(high)
+    # Levels below 0.1 and 0.5 start the interval and put the median earlier than 0.1 and 0.5 of the
+    # model's passage probability would: here 4 generations ahead against 6, and 12 against 16.
+    assert (first(low), first(0.1), first(middle), first(0.5)) == (4, 6, 12, 16)
+    # The probability itself is the model's, unrecalibrated.
+    assert forecast_target(agent, 3.5, horizon_generations=20).probability_within_horizon == pytest.approx(reached[19])
 
 
 def test_the_expected_share_of_agents_at_a_score_counts_those_whose_forecast_reaches_it() -> None:
