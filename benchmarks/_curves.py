@@ -85,8 +85,9 @@ class Curve:
     `trend` maps generations to the noise-free score: for synthetic curves any generation, also past
     the end; for real ones generations 1..len(scores), interpolated linearly between them. A real
     agent's or mean curve also has its `population` and `member` (the agent's name in
-    `Population.scores_frame`, or "mean"). Every real curve names its `run` (environment and
-    seed): the curves of one run share its luck, so the evaluation resamples whole runs.
+    `Population.scores_frame`, or "mean"); a best curve is member "best". Every real curve names
+    its `run` (environment and seed): the curves of one run share its luck, so the evaluation
+    resamples whole runs.
     """
 
     family: str
@@ -187,7 +188,9 @@ def qlearning_pbt_curves(
     for (env_id, seed), (history, expected, expected_best, exploit_generations) in zip(runs, results, strict=True):
         run = f"{env_id} seed {seed}"
         population = Population(history, exploit_generations)
-        curves.append(Curve(f"{env_id} best", history.max(axis=1), _interpolated(expected_best), run=run))
+        curves.append(
+            Curve(f"{env_id} best", history.max(axis=1), _interpolated(expected_best), member="best", run=run)
+        )
         curves.append(
             Curve(f"{env_id} mean", history.mean(axis=1), _interpolated(expected.mean(axis=1)), population, "mean", run)
         )

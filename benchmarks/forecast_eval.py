@@ -4,7 +4,7 @@
     python benchmarks/forecast_eval.py --quick       # a smoke test (under 30 s): few curves, no Q-learning
     python benchmarks/forecast_eval.py --calibrate --per-family 100   # learning_curves._CALIBRATION (3.5 min)
     python benchmarks/forecast_eval.py --calibrate --per-family 100 --with-pbt   # pooled with real PBT curves
-    python benchmarks/forecast_eval.py --calibrate-population   # population_forecast._CALIBRATION, PASSAGE_LEVELS
+    python benchmarks/forecast_eval.py --calibrate-population   # population_forecast's, convergence.BEST_PASSAGE_LEVELS
 
 Curves (benchmarks/_curves.py): synthetic ones from six families with random parameters (seed 1;
 the calibration uses seed 0, other curves), and real ones: the best, mean and per-agent scores of
@@ -52,7 +52,7 @@ import pandas as pd
 from _curves import FAMILIES, Curve, qlearning_pbt_curves, synthetic_curves
 from sklearn.linear_model import QuantileRegressor
 
-from elitemon.analytics.convergence import ConvergenceForecast, ScoreForecast, forecast_target
+from elitemon.analytics.convergence import ConvergenceForecast, ScoreForecast, fit_best_curve, forecast_target
 from elitemon.analytics.learning_curves import (
     MAX_RELATIVE_HORIZON,
     MIN_POINTS,
@@ -151,7 +151,13 @@ def _forecasters(curve: Curve) -> dict[str, Callable[[int], ScoreForecast]]:
     """The forecasts to evaluate for `curve`, by method, each from its first n generations."""
 
     def ensemble(n: int) -> LearningCurve:
-        return fit_learning_curve(np.arange(1, n + 1, dtype=float), curve.scores[:n])
+        if curve.member != "best":
+            return fit_learning_curve(np.arange(1, n + 1, dtype=float), curve.scores[:n])
+        # A PBT population's best, forecast as `convergence_report` and the report do.
+        fit, reason = fit_best_curve(pd.DataFrame({"best": curve.scores[:n]}, index=np.arange(1, n + 1)))
+        if fit is None:
+            raise NothingToExtrapolate(reason)
+        return fit
 
     methods: dict[str, Callable[[int], ScoreForecast]] = {"ensemble": ensemble}
     population, member = curve.population, curve.member
@@ -408,21 +414,24 @@ def calibrate_population(curves: list[Curve], seed: int) -> np.ndarray:
     return np.array(rows)
 
 
-def calibrate_passage(curves: list[Curve], seed: int) -> tuple[float, float, float]:
-    """population_forecast.PASSAGE_LEVELS: the 10%, 50% and 90% quantiles of the probability the
-    population-aware forecast gave to a passage by the generation at which an observed score first
-    reached the target (the probability integral transform of the truth). Were that probability
-    calibrated, they would be 0.1, 0.5 and 0.9.
+def calibrate_passage(curves: list[Curve], seed: int, *, best: bool = False) -> tuple[float, float, float]:
+    """population_forecast.PASSAGE_LEVELS, or with `best` convergence.BEST_PASSAGE_LEVELS: the 10%,
+    50% and 90% quantiles of the probability the forecast gave to a passage by the generation at
+    which an observed score first reached the target (the probability integral transform of the
+    truth). Were that probability calibrated, they would be 0.1, 0.5 and 0.9.
 
-    Every real agent and mean curve is cut at CALIBRATION_CUTS random points (15% to 85% of its
-    length) and given a target as the evaluation draws them (`_target`); the cuts whose target an
-    observed score reaches within the run count, as in the evaluation's coverage. The forecasts are
-    the module's, with its current `_CALIBRATION`.
+    The forecasts are the population-aware one of every real agent and mean curve, or with `best`
+    the learning curve of every real best curve. Each curve is cut at CALIBRATION_CUTS random points
+    (15% to 85% of its length) and given a target as the evaluation draws them (`_target`); the cuts
+    whose target an observed score reaches within the run count, as in the evaluation's coverage.
+    The population-aware forecasts are the module's, with its current `_CALIBRATION`.
     """
     rng = np.random.default_rng(seed)
     reached_by_then = []
     for curve in curves:
-        forecaster = _forecasters(curve).get("population")
+        if (curve.member == "best") != best:
+            continue
+        forecaster = _forecasters(curve).get("ensemble" if best else "population")
         if forecaster is None:
             continue
         length = curve.scores.size
@@ -435,7 +444,10 @@ def calibrate_passage(curves: list[Curve], seed: int) -> tuple[float, float, flo
             steps = _first_at_least(curve.scores[n:], target)
             if steps is None:
                 continue
-            fit = forecaster(n)
+            try:
+                fit = forecaster(n)
+            except NothingToExtrapolate:
+                continue
             reached_at = min(n + steps + 1, np.floor(fit.max_generation))
             probabilities = fit.probability_reached(target, np.arange(n + 1, reached_at + 1, dtype=float))
             reached_by_then.append(float(probabilities[-1]))
@@ -476,7 +488,8 @@ def main() -> None:
     parser.add_argument(
         "--calibrate-population",
         action="store_true",
-        help="print population_forecast._CALIBRATION and PASSAGE_LEVELS (Q-learning PBT seeds 10-19 and 50-75)",
+        help="print population_forecast._CALIBRATION and PASSAGE_LEVELS, and convergence.BEST_PASSAGE_LEVELS "
+        "(Q-learning PBT seeds 10-19 and 50-75)",
     )
     args = parser.parse_args()
     started = time.perf_counter()
@@ -490,6 +503,8 @@ def main() -> None:
         print(f"_CALIBRATION = np.array(\n    [\n{rows}\n    ]\n)")
         levels = ", ".join(f"{level:.3f}" for level in calibrate_passage(curves, seed=0))
         print(f"PASSAGE_LEVELS = ({levels})  # with the module's current _CALIBRATION: paste the one above first")
+        levels = ", ".join(f"{level:.3f}" for level in calibrate_passage(curves, seed=0, best=True))
+        print(f"convergence.BEST_PASSAGE_LEVELS = ({levels})")
         print(f"({time.perf_counter() - started:.0f} s)")
         return
     if args.calibrate:

@@ -21,7 +21,7 @@ report a generation a second time, and then its latest report (by `ts`) is the o
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -32,6 +32,12 @@ from elitemon.analytics._frames import require_columns
 from elitemon.analytics.learning_curves import MIN_POINTS, LearningCurve, NothingToExtrapolate, fit_learning_curve
 
 DEFAULT_METRIC = "mean_return"
+#: The passage probabilities at which the forecast of a PBT population's best score starts its 80%
+#: interval of generations-to-target, puts its median and ends it: on the calibration PBT runs, the
+#: 10%, 50% and 90% quantiles of the probability the learning curve had given to a passage by the
+#: generation at which the best score first reached the target, from
+#: `python benchmarks/forecast_eval.py --calibrate-population`.
+BEST_PASSAGE_LEVELS = (0.003, 0.380, 0.863)
 #: A generation counts once at least this fraction of the agents (the most seen at any one
 #: generation) has reported it.
 MIN_REPORTING_FRACTION = 0.5
@@ -206,9 +212,11 @@ def forecast_convergence(
     even where the fitted trend is past it, P(reached by generation g) is the probability
     that a score observed after the last generation, up to g, reaches it
     (`LearningCurve.probability_reached`: the calibrated trend plus the curve's noise). The median
-    forecast is the first g where that probability reaches 0.5; the 80% interval runs from the
-    first g where it reaches 0.1 (the earliest plausible) to the first where it reaches 0.9 (the
-    latest; None if not within range). `probability_within_horizon` is that probability at
+    forecast is the first g where that probability reaches the middle of the curve's
+    `passage_levels`; the 80% interval runs from the first g where it reaches the lowest (the
+    earliest plausible) to the first where it reaches the highest (the latest; None if not within
+    range). Those are 0.1, 0.5 and 0.9, or for a PBT population's best (`fit_best_curve`)
+    BEST_PASSAGE_LEVELS. `probability_within_horizon` is that probability at
     last_generation + horizon_generations (capped to the forecast range).
 
     Flat: the first generation g where expected(g + flat_window) - expected(g) < flat_tolerance
@@ -252,7 +260,7 @@ def forecast_target(
 ) -> ConvergenceForecast:
     """Generations until a reported score reaches `target`: the Goal.TARGET part of
     `forecast_convergence` (its docstring has the rule), for any `ScoreForecast`, at its
-    `passage_levels` (0.1, 0.5 and 0.9 for a `LearningCurve`)."""
+    `passage_levels`."""
     _require_horizon(horizon_generations)
     if not np.isfinite(target):
         raise ValueError(f"target must be a finite number, but got {target=}.")
@@ -322,13 +330,18 @@ def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, probabilities: 
 def fit_best_curve(progress: pd.DataFrame) -> tuple[LearningCurve | None, str | None]:
     """The learning curve of the population's best score (`population_progress`'s `best`), or None
     and the reason there is none: fewer than MIN_POINTS complete generations, or a best score that
-    has not moved (`NothingToExtrapolate`)."""
+    has not moved (`NothingToExtrapolate`).
+
+    Its generations-to-target are read at BEST_PASSAGE_LEVELS. The curve's own passage probability
+    is calibrated on synthetic curves, and on PBT runs a best score reaches a target sooner than it
+    says: a new best agent, or an exploit onto a lucky one, lifts it in one step."""
     if len(progress) < MIN_POINTS:
         return None, f"a forecast needs {MIN_POINTS} complete generations; there are {len(progress)}"
     try:
-        return fit_learning_curve(progress.index.to_numpy(), progress["best"].to_numpy()), None
+        curve = fit_learning_curve(progress.index.to_numpy(), progress["best"].to_numpy())
     except NothingToExtrapolate as flat:
         return None, str(flat)
+    return replace(curve, passage_levels=BEST_PASSAGE_LEVELS), None
 
 
 def convergence_report(

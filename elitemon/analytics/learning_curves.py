@@ -58,7 +58,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -192,11 +191,6 @@ class CalibratedForecast(ABC):
     and return arrays of the same shape, in score units.
     """
 
-    #: The probabilities of a passage (`probability_reached`) at which a generations-to-target forecast
-    #: starts its 80% interval, puts its median and ends the interval (`convergence.forecast_target`):
-    #: 0.1, 0.5 and 0.9 where the passage probability is itself calibrated.
-    passage_levels: ClassVar[tuple[float, float, float]] = (0.1, 0.5, 0.9)
-
     @abstractmethod
     def expected(self, generations: ArrayLike) -> np.ndarray: ...
 
@@ -276,6 +270,11 @@ class LearningCurve(CalibratedForecast):
     families: tuple[str, ...]
     parameters: tuple[tuple[float, ...], ...]
     weights: tuple[float, ...]
+    #: The passage probabilities (`probability_reached`) at which a generations-to-target forecast
+    #: starts its 80% interval, puts its median and ends it (`convergence.forecast_target`): 0.1,
+    #: 0.5 and 0.9 where the passage probability is calibrated, as on the synthetic curves;
+    #: `convergence.fit_best_curve` sets those recalibrated on PBT runs.
+    passage_levels: tuple[float, float, float] = (0.1, 0.5, 0.9)
 
     @property
     def best_score(self) -> float:

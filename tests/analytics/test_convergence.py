@@ -11,11 +11,14 @@ import pandas as pd
 import pytest
 
 from elitemon.analytics.convergence import (
+    BEST_PASSAGE_LEVELS,
     ConvergenceForecast,
     Goal,
     agent_scores,
     convergence_report,
+    fit_best_curve,
     forecast_convergence,
+    forecast_target,
     population_progress,
     seconds_per_generation,
     stall_generations,
@@ -405,6 +408,29 @@ def test_forecast_rejects_bad_arguments() -> None:
 # convergence_report
 
 
+def test_the_best_scores_generations_to_target_are_read_at_the_pbt_passage_levels() -> None:
+    generations = np.arange(1, 21)
+    best = 10.0 - 8.0 * np.exp(-generations / 6.0) + 0.3 * np.sin(1.7 * generations)  # max 9.895
+    curve, reason = fit_best_curve(pd.DataFrame({"best": best}, index=generations))
+    plain = fit_learning_curve(generations.astype(float), best)
+    assert curve is not None and reason is None
+    assert (curve.passage_levels, plain.passage_levels) == (BEST_PASSAGE_LEVELS, (0.1, 0.5, 0.9))
+
+    target = 10.2
+    reached = np.concatenate([[0.0], curve.probability_reached(target, np.arange(21.0, curve.max_generation + 1))])
+
+    def first(level: float) -> int | None:
+        hits = np.flatnonzero(reached >= level)
+        return int(hits[0]) if hits.size else None
+
+    forecast, unrecalibrated = forecast_target(curve, target), forecast_target(plain, target)
+    low, middle, high = BEST_PASSAGE_LEVELS
+    assert forecast.generations_remaining_low == first(low)
+    assert (forecast.generations_remaining, unrecalibrated.generations_remaining) == (first(middle), first(0.5))
+    assert forecast.generations_remaining_high == first(high)
+    assert forecast.generations_remaining < unrecalibrated.generations_remaining  # 3 against 4 here
+
+
 def test_report_by_hand() -> None:
     # best per generation = 2g (agent a), mean = (2g + g) / 2 = 1.5g; one generation every 30 s
     frame = scores_frame({"a": [2.0 * g for g in range(1, 13)], "b": [float(g) for g in range(1, 13)]})
@@ -415,7 +441,8 @@ def test_report_by_hand() -> None:
     assert report.mean_improvement_per_generation == pytest.approx(1.5)
     assert report.stall_generations == 0
     assert report.seconds_per_generation == 30.0
-    # the median 2g + small shift >= 33 first at g = 17 (g = 16: 32.06): 5 generations, 150 s
+    # the paths 2g + small shift >= 33 first at g = 17 (g = 16: 32.06), where the passage probability
+    # jumps from about 0 to about 1 (past BEST_PASSAGE_LEVELS' median level, 0.38): 5 generations, 150 s
     assert report.forecast is not None and report.forecast.generations_remaining == 5
     assert report.hours_remaining == pytest.approx(150 / 3600)
     # at g = 18: expected 36, s = 0.1 * 22 * 0.5 = 1.1, (33 - 36) / 1.1 - q50 0.092 = -2.819 over a
