@@ -43,6 +43,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -171,7 +172,8 @@ def qlearning_pbt_curves(
 
     The runs are independent, so they run in worker processes, one per core; each run is
     reproducible from its seed alone, whichever process runs it."""
-    settings = dict(
+    one_run = partial(
+        _pbt_run,
         agents=agents,
         iterations=iterations,
         episodes_per_iteration=episodes_per_iteration,
@@ -181,9 +183,7 @@ def qlearning_pbt_curves(
     runs = [(env_id, seed) for env_id in env_ids for seed in seeds]
     workers = min(len(runs), os.cpu_count() or 1)
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = list(
-            pool.map(_pbt_run, *zip(*runs, strict=True), *([value] * len(runs) for value in settings.values()))
-        )
+        results = list(pool.map(one_run, *zip(*runs, strict=True)))
     curves = []
     for (env_id, seed), (history, expected, expected_best, exploit_generations) in zip(runs, results, strict=True):
         run = f"{env_id} seed {seed}"
