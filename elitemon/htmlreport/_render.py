@@ -151,7 +151,8 @@ def _forecast_sentence(info: ScoreInfo) -> str:
     else:
         low = "?" if f.remaining_low is None else f.remaining_low
         high = "beyond range" if f.remaining_high is None else f.remaining_high
-        when = f"in {f.remaining} generations (80% interval {low} to {high}), at generation {last + f.remaining}"
+        generations = "generation" if f.remaining == 1 else "generations"
+        when = f"in {f.remaining} {generations} (80% interval {low} to {high}), at generation {last + f.remaining}"
     band = "The shaded band is the 80% interval of the best score's trend"
     if f.goal == "target":
         band += "; single scores scatter around it, so one may reach the target before the band does"

@@ -200,6 +200,27 @@ def test_a_forecast_flat_from_the_last_generation_says_the_best_score_has_stoppe
     assert sentence == "Forecast from generation 12: the best mean_return has stopped improving (near 5)."
 
 
+def test_a_target_one_generation_away_is_said_in_the_singular():
+    soon = ForecastInfo(
+        generations=(12, 13, 14, 15, 16),
+        expected=(9.0, 9.2, 9.3, 9.4, 9.4),
+        low=(8.5, 8.6, 8.6, 8.7, 8.7),
+        high=(9.5, 9.8, 10.0, 10.1, 10.1),
+        goal="target",
+        level=9.5,
+        remaining=1,
+        remaining_low=1,
+        remaining_high=4,
+    )
+    info = ScoreInfo(
+        "mean_return", (11, 12), (4, 4), (9.0, 9.0), (8.0, 8.0), (7.0, 7.0), (9.0, 9.0), 9.5, soon, None, None, "-"
+    )
+    assert _forecast_sentence(info).startswith(
+        "Forecast from generation 12: a reported best mean_return first reaches the target 9.5 in 1 generation "
+        "(80% interval 1 to 4), at generation 13."
+    )
+
+
 def test_the_agents_sentence_gives_the_exploit_rate_the_mean_forecast_and_the_share_at_target():
     agents = AgentsForecastInfo(
         generations=(12, 13, 14), expected=(4.0, 4.5, 4.8), low=(3.5, 3.9, 4.1), high=(4.4, 5.0, 5.6),
