@@ -540,6 +540,7 @@ def main() -> None:
     print(table(synthetic, "family").to_string(index=False), end="\n\n")
     if not args.quick:
         print(table(real, "kind").to_string(index=False), end="\n\n")
+        print(intervals(real, "kind").to_string(index=False), end="\n\n")
         print(table(real, "environment").to_string(index=False), end="\n\n")
         print(intervals(real, "environment").to_string(index=False), end="\n\n")
     print(
