@@ -353,10 +353,7 @@ def calibrate(curve_sets: dict[str, list[Curve]], seed: int) -> np.ndarray:
     for name, curves in curve_sets.items():
         for curve in curves:
             length = curve.scores.size
-            for fraction in rng.uniform(0.15, 0.85, size=CALIBRATION_CUTS):
-                n = int(round(fraction * length))
-                if n < MIN_POINTS:
-                    continue
+            for n in _calibration_cuts(length, rng):
                 try:
                     fit = fit_learning_curve(np.arange(1, n + 1, dtype=float), curve.scores[:n])
                 except NothingToExtrapolate:
@@ -396,10 +393,7 @@ def calibrate_population(curves: list[Curve], seed: int) -> np.ndarray:
         if forecaster is None:
             continue
         length = curve.scores.size
-        for fraction in rng.uniform(0.15, 0.85, size=CALIBRATION_CUTS):
-            n = int(round(fraction * length))
-            if n < MIN_POINTS:
-                continue
+        for n in _calibration_cuts(length, rng):
             fit = forecaster(n)
             if fit.scale == 0:
                 continue
@@ -436,10 +430,7 @@ def calibrate_passage(curves: list[Curve], seed: int, *, best: bool = False) -> 
             continue
         length = curve.scores.size
         truth = curve.trend(np.arange(1, length + 1, dtype=float))
-        for fraction in rng.uniform(0.15, 0.85, size=CALIBRATION_CUTS):
-            n = int(round(fraction * length))
-            if n < MIN_POINTS:
-                continue
+        for n in _calibration_cuts(length, rng):
             target = _target(truth, n, rng, float(curve.scores[:n].max()))
             steps = _first_at_least(curve.scores[n:], target)
             if steps is None:
@@ -453,6 +444,13 @@ def calibrate_passage(curves: list[Curve], seed: int, *, best: bool = False) -> 
             reached_by_then.append(float(probabilities[-1]))
     low, middle, high = np.quantile(reached_by_then, QUANTILES)
     return float(low), float(middle), float(high)
+
+
+def _calibration_cuts(length: int, rng: np.random.Generator) -> list[int]:
+    """The generations observed at CALIBRATION_CUTS random cuts of a curve of `length` (15% to 85%
+    of it), leaving out those with fewer than MIN_POINTS: where every calibration cuts its curves."""
+    cuts = (int(round(fraction * length)) for fraction in rng.uniform(0.15, 0.85, size=CALIBRATION_CUTS))
+    return [n for n in cuts if n >= MIN_POINTS]
 
 
 def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, probabilities: tuple[float, ...]) -> list[float]:
