@@ -25,6 +25,13 @@ def forecast_eval(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return forecast_eval
 
 
+def case_row(forecast_eval: ModuleType, *, run: str = "run", **fields: object) -> dict[str, object]:
+    """One row of `forecast_eval.run`'s frame: a case forecast (not abstained) in `run`, with
+    `fields` and 0 in every other field."""
+    zeros = {field.name: 0.0 for field in dataclasses.fields(forecast_eval.Case)}
+    return {**dataclasses.asdict(forecast_eval.Case(**{**zeros, **fields})), "abstained": False, "run": run}
+
+
 def test_a_case_carries_the_nowcast_error_and_both_changes_in_units_of_the_truths_range(
     forecast_eval: ModuleType,
 ) -> None:
@@ -52,27 +59,21 @@ def test_a_case_carries_the_nowcast_error_and_both_changes_in_units_of_the_truth
 def test_the_table_divides_the_nowcast_error_by_the_last_values_and_rank_correlates_the_changes(
     forecast_eval: ModuleType,
 ) -> None:
-    template = forecast_eval.Case(**{field.name: 0.0 for field in dataclasses.fields(forecast_eval.Case)})
     cases = pd.DataFrame(
         [
-            {
-                **dataclasses.asdict(
-                    dataclasses.replace(
-                        template,
-                        family="f",
-                        method="ensemble",
-                        fraction=0.3,
-                        final_error=0.1,
-                        final_error_linear=0.2,
-                        final_error_nowcast=nowcast,
-                        final_error_last=0.4,
-                        predicted_change=predicted,
-                        true_change=true,
-                        target_reached=False,
-                    )
-                ),
-                "abstained": False,
-            }
+            case_row(
+                forecast_eval,
+                family="f",
+                method="ensemble",
+                fraction=0.3,
+                final_error=0.1,
+                final_error_linear=0.2,
+                final_error_nowcast=nowcast,
+                final_error_last=0.4,
+                predicted_change=predicted,
+                true_change=true,
+                target_reached=False,
+            )
             for nowcast, predicted, true in [(0.1, 0.0, 0.0), (0.2, 1.0, 0.1), (0.3, 2.0, 1.0), (0.4, 3.0, 10.0)]
         ]
     )
@@ -115,26 +116,20 @@ def test_the_bootstrap_intervals_resample_whole_runs_not_single_forecasts(foreca
     # Run a: 9 forecasts, all covered; run b: 1, not covered. Coverage 9 / 10 = 0.90. Resampling runs,
     # a draw of b twice (probability 1/4, above the 5% tail) covers none: the interval reaches 0.
     # Resampling the 10 forecasts one by one would have put the lower end near 0.8.
-    template = forecast_eval.Case(**{field.name: 0.0 for field in dataclasses.fields(forecast_eval.Case)})
     cases = pd.DataFrame(
         [
-            {
-                **dataclasses.asdict(
-                    dataclasses.replace(
-                        template,
-                        family="f",
-                        method="population",
-                        fraction=0.5,
-                        final_error=1.0,
-                        final_error_last=2.0,
-                        final_error_linear=4.0,
-                        final_covered=covered,
-                        target_reached=False,
-                    )
-                ),
-                "abstained": False,
-                "run": run,
-            }
+            case_row(
+                forecast_eval,
+                run=run,
+                family="f",
+                method="population",
+                fraction=0.5,
+                final_error=1.0,
+                final_error_last=2.0,
+                final_error_linear=4.0,
+                final_covered=covered,
+                target_reached=False,
+            )
             for run, covered in [("a", True)] * 9 + [("b", False)]
         ]
     )
