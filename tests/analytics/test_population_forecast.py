@@ -3,7 +3,7 @@
 The population of most tests: four agents whose scores rise in straight lines, 0.1 g, 0.2 g, 0.3 g
 and 0.4 g at generations g = 1..10. At generation 10 the latest scores are 1, 2, 3, 4: their mean is
 U = 2.5; their upper half is {3, 4}, whose standard deviation is 0.5. The best score per
-generation, 0.4 g, is a straight line, whose robust noise is 0; so the scale is s = 0.5, and each
+generation, 0.4 g, is a straight line, whose robust noise is 0; so an agent's scale is s = 0.5, and each
 agent's own noise is 0 too. The upper half's mean at every generation is 0.35 g: its trend is
 b = 0.35 per generation, damped with tau = 0.25 * 10 = 2.5 generations, so it adds
 0.35 * 2.5 (1 - exp(-h / 2.5)) = 0.875 (1 - exp(-h / 2.5)) by h generations ahead.
@@ -117,6 +117,17 @@ def test_the_mean_is_forecast_as_the_mean_of_the_agents() -> None:
     np.testing.assert_allclose(forecast.mean.expected(generations), by_agent)
 
 
+def test_the_means_scale_is_the_standard_error_of_the_upper_halfs_mean() -> None:
+    # The upper half {3, 4} has a spread of 0.5 over 2 agents, and the best score no noise.
+    forecast = forecast_population(lines(FOUR), exploit_rate=0.05)
+
+    assert forecast.mean.scale == pytest.approx(0.5 / math.sqrt(2))
+    assert forecast.agents["d"].scale == pytest.approx(0.5)
+    low, high = forecast.mean.interval(20)
+    q10, _, q90 = _CALIBRATION @ [1.0, 0.5, 1.0]  # rho h = 0.5 and h / span = 1, as below
+    assert float(high - low) == pytest.approx(0.5 / math.sqrt(2) * (q90 - q10))
+
+
 def test_the_80_percent_interval_is_the_calibrated_quantiles_times_the_scale() -> None:
     agent = forecast_population(lines(FOUR), exploit_rate=0.05).agents["a"]
     # Ten generations ahead of ten observed: rho h = 0.5 expected exploits, h / span = 1.
@@ -168,8 +179,8 @@ def test_generations_to_a_target_are_read_at_the_calibrated_passage_levels() -> 
     assert forecast.generations_remaining == first(middle)
     assert forecast.generations_remaining_high == first(high)
     # Levels below 0.1 and 0.5 start the interval and put the median earlier than 0.1 and 0.5 of the
-    # model's passage probability would: here 4 generations ahead against 6, and 12 against 16.
-    assert (first(low), first(0.1), first(middle), first(0.5)) == (4, 6, 12, 16)
+    # model's passage probability would: here 3 generations ahead against 6, and 11 against 16.
+    assert (first(low), first(0.1), first(middle), first(0.5)) == (3, 6, 11, 16)
     # The probability itself is the model's, unrecalibrated.
     assert forecast_target(agent, 3.5, horizon_generations=20).probability_within_horizon == pytest.approx(reached[19])
 
