@@ -4,7 +4,7 @@
     python benchmarks/forecast_eval.py --quick       # a smoke test (under 30 s): few curves, no Q-learning
     python benchmarks/forecast_eval.py --calibrate --per-family 100   # learning_curves._CALIBRATION (3.5 min)
     python benchmarks/forecast_eval.py --calibrate --per-family 100 --with-pbt   # pooled with real PBT curves
-    python benchmarks/forecast_eval.py --calibrate-population   # population_forecast's, convergence.BEST_PASSAGE_LEVELS
+    python benchmarks/forecast_eval.py --calibrate-population   # population_forecast's and best_forecast's
 
 Curves (benchmarks/_curves.py): synthetic ones from six families with random parameters (seed 1;
 the calibration uses seed 0, other curves), and real ones: the best, mean and per-agent scores of
@@ -52,7 +52,8 @@ import pandas as pd
 from _curves import FAMILIES, Curve, qlearning_pbt_curves, synthetic_curves
 from sklearn.linear_model import QuantileRegressor
 
-from elitemon.analytics.convergence import ConvergenceForecast, ScoreForecast, fit_best_curve, forecast_target
+from elitemon.analytics.best_forecast import BestForecast, forecast_best
+from elitemon.analytics.convergence import ConvergenceForecast, ScoreForecast, forecast_target
 from elitemon.analytics.learning_curves import (
     MAX_RELATIVE_HORIZON,
     MIN_POINTS,
@@ -151,15 +152,12 @@ def _forecasters(curve: Curve) -> dict[str, Callable[[int], ScoreForecast]]:
     """The forecasts to evaluate for `curve`, by method, each from its first n generations."""
 
     def ensemble(n: int) -> LearningCurve:
-        if curve.member != "best":
-            return fit_learning_curve(np.arange(1, n + 1, dtype=float), curve.scores[:n])
-        # A PBT population's best, forecast as `convergence_report` and the report do.
-        fit, reason = fit_best_curve(pd.DataFrame({"best": curve.scores[:n]}, index=np.arange(1, n + 1)))
-        if fit is None:
-            raise NothingToExtrapolate(reason)
-        return fit
+        return fit_learning_curve(np.arange(1, n + 1, dtype=float), curve.scores[:n])
 
     methods: dict[str, Callable[[int], ScoreForecast]] = {"ensemble": ensemble}
+    if curve.member == "best":
+        # A PBT population's best towards a target, as `convergence_report` and the report forecast it.
+        methods["recent max"] = lambda n: forecast_best(pd.DataFrame({"best": curve.scores[:n]}, index=range(1, n + 1)))
     population, member = curve.population, curve.member
     if population is not None and member is not None:
 
@@ -176,7 +174,7 @@ def _case(
     method: str,
     fraction: float,
     seconds: float,
-    fit: LearningCurve | AgentForecast,
+    fit: LearningCurve | AgentForecast | BestForecast,
     forecast: ConvergenceForecast,
     truth: np.ndarray,
     target: float,
@@ -377,29 +375,36 @@ def calibrate(curve_sets: dict[str, list[Curve]], seed: int) -> np.ndarray:
     return np.array(rows)
 
 
-def calibrate_population(curves: list[Curve], seed: int) -> np.ndarray:
-    """Rows q10, q50, q90 of coefficients (intercept, per rho h, per h / span) of the quantiles of
-    (truth - expected) / s of the population-aware forecast, by linear quantile regression
-    (scikit-learn's QuantileRegressor, without penalty) on the expected exploits per agent rho h and
-    the relative horizon h / span (span: the generations observed).
+def calibrate_population(curves: list[Curve], seed: int, *, best: bool = False) -> np.ndarray:
+    """population_forecast._CALIBRATION, or with `best` best_forecast._CALIBRATION: rows q10, q50,
+    q90 of coefficients (the intercept, then one per variable) of the quantiles of (truth -
+    expected) / s, by linear quantile regression (scikit-learn's QuantileRegressor, without
+    penalty) on the forecast's `calibration_variables`: for the population-aware forecast the
+    expected exploits per agent rho h and the relative horizon h / span (span: the generations
+    observed); for the best's, the relative horizon.
 
-    Every real agent and mean curve is cut at CALIBRATION_CUTS random points (15% to 85% of its
-    length) and forecast at every later generation; the truth is the curve's trend.
+    Every real agent and mean curve (with `best`, every best curve) is cut at CALIBRATION_CUTS random
+    points (15% to 85% of its length) and forecast at every later generation; the truth is the
+    curve's trend. Cuts whose forecast has no scale (s = 0) or is refused are left out.
     """
     rng = np.random.default_rng(seed)
     features, normalised = [], []
     for curve in curves:
-        forecaster = _forecasters(curve).get("population")
+        forecaster = _forecasters(curve).get("recent max" if best else "population")
         if forecaster is None:
             continue
         length = curve.scores.size
         for n in _calibration_cuts(length, rng):
-            fit = forecaster(n)
-            if fit.scale == 0:
+            try:
+                fit = forecaster(n)
+            except NothingToExtrapolate:
                 continue
             later = np.arange(n + 1, min(length, fit.max_generation) + 1, dtype=float)
+            scale = fit.uncertainty(later)
+            if not np.all(scale > 0):
+                continue
             features.append(fit.calibration_variables(later)[:, 1:])  # the regression adds the intercept
-            normalised.append((curve.trend(later) - fit.expected(later)) / fit.scale)
+            normalised.append((curve.trend(later) - fit.expected(later)) / scale)
     x, z = np.concatenate(features), np.concatenate(normalised)
     rows = []
     for quantile in QUANTILES:
@@ -409,23 +414,23 @@ def calibrate_population(curves: list[Curve], seed: int) -> np.ndarray:
 
 
 def calibrate_passage(curves: list[Curve], seed: int, *, best: bool = False) -> tuple[float, float, float]:
-    """population_forecast.PASSAGE_LEVELS, or with `best` convergence.BEST_PASSAGE_LEVELS: the 10%,
+    """population_forecast.PASSAGE_LEVELS, or with `best` best_forecast.PASSAGE_LEVELS: the 10%,
     50% and 90% quantiles of the probability the forecast gave to a passage by the generation at
     which an observed score first reached the target (the probability integral transform of the
     truth). Were that probability calibrated, they would be 0.1, 0.5 and 0.9.
 
     The forecasts are the population-aware one of every real agent and mean curve, or with `best`
-    the learning curve of every real best curve. Each curve is cut at CALIBRATION_CUTS random points
+    the recent-maximum forecast of every real best curve. Each curve is cut at CALIBRATION_CUTS random points
     (15% to 85% of its length) and given a target as the evaluation draws them (`_target`); the cuts
     whose target an observed score reaches within the run count, as in the evaluation's coverage.
-    The population-aware forecasts are the module's, with its current `_CALIBRATION`.
+    The forecasts are their modules', with their current `_CALIBRATION`.
     """
     rng = np.random.default_rng(seed)
     reached_by_then = []
     for curve in curves:
         if (curve.member == "best") != best:
             continue
-        forecaster = _forecasters(curve).get("ensemble" if best else "population")
+        forecaster = _forecasters(curve).get("recent max" if best else "population")
         if forecaster is None:
             continue
         length = curve.scores.size
@@ -486,23 +491,21 @@ def main() -> None:
     parser.add_argument(
         "--calibrate-population",
         action="store_true",
-        help="print population_forecast._CALIBRATION and PASSAGE_LEVELS, and convergence.BEST_PASSAGE_LEVELS "
+        help="print population_forecast's and best_forecast's _CALIBRATION and PASSAGE_LEVELS "
         "(Q-learning PBT seeds 10-19 and 50-75)",
     )
     args = parser.parse_args()
     started = time.perf_counter()
     if args.calibrate_population:
         curves = qlearning_pbt_curves(seeds=POPULATION_CALIBRATION_SEEDS)
-        coefficients = calibrate_population(curves, seed=0)
-        rows = "\n".join(
-            f"        [{intercept:.3f}, {per_exploit:.3f}, {per_span:.3f}],  # q{quantile * 100:.0f}"
-            for quantile, (intercept, per_exploit, per_span) in zip(QUANTILES, coefficients, strict=True)
-        )
-        print(f"_CALIBRATION = np.array(\n    [\n{rows}\n    ]\n)")
-        levels = ", ".join(f"{level:.3f}" for level in calibrate_passage(curves, seed=0))
-        print(f"PASSAGE_LEVELS = ({levels})  # with the module's current _CALIBRATION: paste the one above first")
-        levels = ", ".join(f"{level:.3f}" for level in calibrate_passage(curves, seed=0, best=True))
-        print(f"convergence.BEST_PASSAGE_LEVELS = ({levels})")
+        for module, best in (("population_forecast", False), ("best_forecast", True)):
+            rows = "\n".join(
+                f"        [{', '.join(f'{c:.3f}' for c in row)}],  # q{quantile * 100:.0f}"
+                for quantile, row in zip(QUANTILES, calibrate_population(curves, seed=0, best=best), strict=True)
+            )
+            print(f"{module}._CALIBRATION = np.array(\n    [\n{rows}\n    ]\n)")
+            levels = ", ".join(f"{level:.3f}" for level in calibrate_passage(curves, seed=0, best=best))
+            print(f"{module}.PASSAGE_LEVELS = ({levels})  # with its current _CALIBRATION: paste the one above first")
         print(f"({time.perf_counter() - started:.0f} s)")
         return
     if args.calibrate:

@@ -58,6 +58,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -179,6 +180,14 @@ class NothingToExtrapolate(ValueError):
     as a forecast.
     """
 
+    @classmethod
+    def constant(cls, score: float, first_generation: float, last_generation: float) -> NothingToExtrapolate:
+        """The refusal of scores that were all `score` from `first_generation` to `last_generation`."""
+        return cls(
+            f"scores are all {score:g} over generations {first_generation:g} to {last_generation:g}: a curve that "
+            "has not moved says nothing about how far or how soon it will"
+        )
+
 
 class CalibratedForecast(ABC):
     """Quantiles, intervals and probabilities of a score from a calibrated split normal around its
@@ -251,8 +260,26 @@ class CalibratedForecast(ABC):
         return self.expected(generations) + self.uncertainty(generations) * normalised
 
 
+class ObservedSpan:
+    """The generations a forecast saw, `first_generation` to `last_generation` (fields of the
+    dataclass that mixes this in), and the furthest it forecasts from them."""
+
+    first_generation: float
+    last_generation: float
+
+    @property
+    def span(self) -> float:
+        """The generations observed, first to last."""
+        return self.last_generation - self.first_generation + 1.0
+
+    @property
+    def max_generation(self) -> float:
+        """The furthest generation forecast: MAX_RELATIVE_HORIZON observed spans ahead."""
+        return self.last_generation + MAX_RELATIVE_HORIZON * self.span
+
+
 @dataclass(frozen=True, eq=False)
-class LearningCurve(CalibratedForecast):
+class LearningCurve(ObservedSpan, CalibratedForecast):
     """A fitted ensemble: expected score, calibrated quantiles and probabilities at any generation.
 
     All methods take generations (scalars or arrays) and return arrays of the same shape, in score
@@ -271,24 +298,14 @@ class LearningCurve(CalibratedForecast):
     parameters: tuple[tuple[float, ...], ...]
     weights: tuple[float, ...]
     #: The passage probabilities (`probability_reached`) at which a generations-to-target forecast
-    #: starts its 80% interval, puts its median and ends it (`convergence.forecast_target`): 0.1,
-    #: 0.5 and 0.9 where the passage probability is calibrated, as on the synthetic curves;
-    #: `convergence.fit_best_curve` sets those recalibrated on PBT runs.
-    passage_levels: tuple[float, float, float] = (0.1, 0.5, 0.9)
+    #: starts its 80% interval, puts its median and ends it (`convergence.forecast_target`): the
+    #: passage probability is calibrated on the synthetic curves, so 0.1, 0.5 and 0.9.
+    passage_levels: ClassVar[tuple[float, float, float]] = (0.1, 0.5, 0.9)
 
     @property
     def best_score(self) -> float:
         """The highest observed score: a target at or below it has been reached."""
         return self.offset + self.observed_range
-
-    @property
-    def span(self) -> float:
-        return self.last_generation - self.first_generation + 1.0
-
-    @property
-    def max_generation(self) -> float:
-        """The furthest generation this fit will forecast."""
-        return self.last_generation + MAX_RELATIVE_HORIZON * self.span
 
     def expected(self, generations: ArrayLike) -> np.ndarray:
         """The weighted mean of the members' curves."""
@@ -393,10 +410,7 @@ def fit_learning_curve(generations: ArrayLike, scores: ArrayLike) -> LearningCur
     offset = float(y.min())
     scale = float(y.max() - offset)
     if scale == 0.0:
-        raise NothingToExtrapolate(
-            f"scores are all {offset:g} over generations {g[0]:g} to {g[-1]:g}: a curve that has not moved "
-            "says nothing about how far or how soon it will"
-        )
+        raise NothingToExtrapolate.constant(offset, g[0], g[-1])
     z = (y - offset) / scale
     t = (g - g[0] + 1.0) / (g[-1] - g[0] + 1.0)
     noise = robust_noise(z)

@@ -392,7 +392,8 @@ def get_score_info(
     samples: pd.DataFrame, events: pd.DataFrame, *, metric: str, target: float | None = None
 ) -> ScoreInfo:
     """Best, mean and the p10–p90 band per generation (analytics.population), the convergence
-    forecast of the best score with its 80% band (analytics.convergence and learning_curves), and
+    forecast of the best score with its 80% band (analytics.convergence: best_forecast towards a
+    target, learning_curves until it flattens), and
     the population-aware forecast of the mean over the same generations (population_forecast)."""
     by_generation = score_distribution_by_generation(samples, metric=metric)
     forecast, note = _forecast(samples, metric, target)
@@ -417,7 +418,7 @@ def _forecast(samples: pd.DataFrame, metric: str, target: float | None) -> tuple
     """The forecast from the last complete generation on: at least FORECAST_MIN_AHEAD generations and
     FORECAST_AHEAD_FRACTION of the observed span ahead, further to show the forecast crossing of the
     target (its 80% interval's late end included), never past the fit's forecast range."""
-    curve, reason = fit_best_curve(population_progress(samples, metric=metric))
+    curve, reason = fit_best_curve(population_progress(samples, metric=metric), target=target)
     if curve is None:
         return None, reason
     result = forecast_convergence(curve, target=target)

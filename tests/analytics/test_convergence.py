@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from elitemon.analytics.best_forecast import BestForecast, forecast_best
 from elitemon.analytics.convergence import (
-    BEST_PASSAGE_LEVELS,
     ConvergenceForecast,
     Goal,
     agent_scores,
@@ -23,7 +23,13 @@ from elitemon.analytics.convergence import (
     seconds_per_generation,
     stall_generations,
 )
-from elitemon.analytics.learning_curves import MIN_POINTS, NothingToExtrapolate, fit_learning_curve, robust_noise
+from elitemon.analytics.learning_curves import (
+    MIN_POINTS,
+    LearningCurve,
+    NothingToExtrapolate,
+    fit_learning_curve,
+    robust_noise,
+)
 
 T0 = pd.Timestamp("2026-01-01", tz="UTC")
 
@@ -408,47 +414,46 @@ def test_forecast_rejects_bad_arguments() -> None:
 # convergence_report
 
 
-def test_the_best_scores_generations_to_target_are_read_at_the_pbt_passage_levels() -> None:
+def test_the_best_is_forecast_from_its_recent_maximum_towards_a_target_and_by_its_shape_until_flat() -> None:
     generations = np.arange(1, 21)
-    best = 10.0 - 8.0 * np.exp(-generations / 6.0) + 0.3 * np.sin(1.7 * generations)  # max 9.895
-    curve, reason = fit_best_curve(pd.DataFrame({"best": best}, index=generations))
-    plain = fit_learning_curve(generations.astype(float), best)
-    assert curve is not None and reason is None
-    assert (curve.passage_levels, plain.passage_levels) == (BEST_PASSAGE_LEVELS, (0.1, 0.5, 0.9))
+    best = 10.0 - 8.0 * np.exp(-generations / 6.0) + 0.3 * np.sin(1.7 * generations)
+    progress = pd.DataFrame({"best": best}, index=generations)
 
-    target = 10.2
-    reached = np.concatenate([[0.0], curve.probability_reached(target, np.arange(21.0, curve.max_generation + 1))])
-
-    def first(level: float) -> int | None:
-        hits = np.flatnonzero(reached >= level)
-        return int(hits[0]) if hits.size else None
-
-    forecast, unrecalibrated = forecast_target(curve, target), forecast_target(plain, target)
-    low, middle, high = BEST_PASSAGE_LEVELS
-    assert forecast.generations_remaining_low == first(low)
-    assert (forecast.generations_remaining, unrecalibrated.generations_remaining) == (first(middle), first(0.5))
-    assert forecast.generations_remaining_high == first(high)
-    assert forecast.generations_remaining < unrecalibrated.generations_remaining  # 3 against 4 here
+    towards_target, reason = fit_best_curve(progress, target=10.5)
+    assert isinstance(towards_target, BestForecast) and reason is None
+    assert towards_target.recent_max == forecast_best(progress).recent_max == pytest.approx(best[-10:].max())
+    until_flat, reason = fit_best_curve(progress)
+    assert isinstance(until_flat, LearningCurve) and reason is None
+    assert until_flat.expected(25.0) == pytest.approx(fit_learning_curve(generations, best).expected(25.0))
+    with pytest.raises(TypeError, match="LearningCurve"):
+        forecast_convergence(towards_target)
 
 
 def test_report_by_hand() -> None:
-    # best per generation = 2g (agent a), mean = (2g + g) / 2 = 1.5g; one generation every 30 s
-    frame = scores_frame({"a": [2.0 * g for g in range(1, 13)], "b": [float(g) for g in range(1, 13)]})
-    report = convergence_report(frame, target=33.0, horizon_generations=6)
+    # Agent a scores 2g -+ 0.3 (down at odd generations, up at even), agent b g: the best is a's, the
+    # mean (3g -+ 0.3) / 2; one generation every 30 s.
+    a = [2.0 * g + 0.3 * (-1) ** g for g in range(1, 13)]
+    frame = scores_frame({"a": a, "b": [float(g) for g in range(1, 13)]})
+    report = convergence_report(frame, target=26.0, horizon_generations=6)
     assert (report.generations, report.last_generation) == (12, 12)
-    assert (report.best_score, report.best_so_far, report.mean_score) == (24.0, 24.0, 18.0)
-    assert report.best_improvement_per_generation == pytest.approx(2.0)  # (24 - 4) / (12 - 2)
-    assert report.mean_improvement_per_generation == pytest.approx(1.5)
+    assert (report.best_score, report.best_so_far, report.mean_score) == pytest.approx((24.3, 24.3, 18.15))
+    assert report.best_improvement_per_generation == pytest.approx(2.0)  # (24.3 - 4.3) / (12 - 2)
+    assert report.mean_improvement_per_generation == pytest.approx(1.5)  # (18.15 - 3.15) / 10
     assert report.stall_generations == 0
     assert report.seconds_per_generation == 30.0
-    # the paths 2g + small shift >= 33 first at g = 17 (g = 16: 32.06), where the passage probability
-    # jumps from about 0 to about 1 (past BEST_PASSAGE_LEVELS' median level, 0.38): 5 generations, 150 s
-    assert report.forecast is not None and report.forecast.generations_remaining == 5
-    assert report.hours_remaining == pytest.approx(150 / 3600)
-    # at g = 18: expected 36, s = 0.1 * 22 * 0.5 = 1.1, (33 - 36) / 1.1 - q50 0.092 = -2.819 over a
-    # lower width of (0.092 + 1.153) / 1.2816 = 0.971: z = -2.902, so the paths with p < 0.00185 stay
-    # below 33: of the 400 (p = 0.00125, 0.00375, ...), only the first.
-    assert report.forecast.probability_within_horizon == pytest.approx(399 / 400)
+    # Towards the target, the best's recent-maximum forecast, 30 s a generation.
+    expected = forecast_target(forecast_best(population_progress(frame)), 26.0, horizon_generations=6)
+    assert report.forecast == expected and expected.generations_remaining is not None
+    assert report.hours_remaining == pytest.approx(expected.generations_remaining * 30 / 3600)
+    assert report.hours_remaining_low == pytest.approx(expected.generations_remaining_low * 30 / 3600)
+
+
+def test_report_without_a_target_forecasts_when_the_best_flattens() -> None:
+    a = [2.0 * g + 0.3 * (-1) ** g for g in range(1, 13)]
+    frame = scores_frame({"a": a, "b": [float(g) for g in range(1, 13)]})
+    report = convergence_report(frame)
+    expected = forecast_convergence(fit_learning_curve(np.arange(1, 13), a))
+    assert report.forecast == expected and report.forecast.goal == Goal.FLAT
 
 
 def test_report_without_enough_generations_has_no_forecast() -> None:

@@ -21,8 +21,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from elitemon.analytics.convergence import agent_scores
+from elitemon.analytics.best_forecast import forecast_best
+from elitemon.analytics.convergence import agent_scores, population_progress
 from elitemon.analytics.importance import config_scores, hyperparameter_importance
+from elitemon.analytics.learning_curves import fit_learning_curve
 from elitemon.analytics.population_forecast import forecast_population
 from elitemon.htmlreport._sections import (
     AnomalyRow,
@@ -166,6 +168,15 @@ def test_forecast_starts_at_the_last_generation_and_runs_past_it():
     assert forecast.goal == "target" and forecast.level == 9.5
     if forecast.remaining_high is not None:  # the drawn range covers the forecast crossing
         assert forecast.generations[-1] >= 12 + forecast.remaining_high
+    # Towards a target the drawn forecast is the best's recent maximum's; without one, the learning
+    # curve's, which says when the best flattens.
+    progress = population_progress(store_frame("samples", rows))
+    generations = np.array(forecast.generations, dtype=float)
+    assert forecast.expected == pytest.approx(tuple(forecast_best(progress).expected(generations)))
+    flat = get_score_info(store_frame("samples", rows), NO_EVENTS, metric="mean_return").forecast
+    assert flat is not None and flat.goal == "flat"
+    curve = fit_learning_curve(progress.index.to_numpy(), progress["best"].to_numpy())
+    assert flat.expected == pytest.approx(tuple(curve.expected(np.array(flat.generations, dtype=float))))
 
 
 def test_the_mean_forecast_follows_the_mean_scores_trend_and_exploits_draw_the_agents_to_it():
