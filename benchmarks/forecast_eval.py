@@ -21,9 +21,11 @@ generations 1..n = round(f T) and predicts:
   reaches it, what a stop condition such as Tune's reacts to (with
   `--generations-truth trend`: at which the trend does). Any prediction past T counts as T (the run
   ends there), for every method alike; the error is measured over the targets that are reached.
-Two forecasters: the learning-curve ensemble (`ensemble`: learning_curves.py, the curve alone), and
-for a real agent or mean curve also the population-aware forecast (`population`:
-population_forecast.py, from every agent's scores and the exploits up to n), on the same target.
+Three forecasters: the learning-curve ensemble (`ensemble`: learning_curves.py, the curve alone)
+on every curve; for a real agent or mean curve also the population-aware forecast (`population`:
+population_forecast.py, from every agent's scores and the exploits up to n); and for a real best
+curve also the forecast `convergence_report` makes towards a target (`recent max`:
+best_forecast.py, or the learning curve for a best without noise), each on the same target.
 Baselines: the last observed value (it predicts no further change), and a straight line through
 the last k = 10 observed points. Two columns say how much room there is to beat the last value:
 `now/last` is the error of the truth at the cut (a perfect nowcast, which no forecaster has) over
@@ -36,8 +38,8 @@ the 80% intervals contain the truth, and the Brier score of the probability of r
 by T (the baselines' probabilities are 0 or 1). The ensemble abstains on a curve whose observed
 part is constant (`NothingToExtrapolate`); those cases are counted ("abstained") and left out of
 every other column of its rows, the baselines' included, so that all three are compared on the same
-forecasts. The population-aware forecast does not abstain (a constant agent still has a
-population), so its rows hold those cases too, and its baselines' errors are over them.
+forecasts; so does `recent max`. The population-aware forecast does not abstain (a constant agent
+still has a population), so its rows hold those cases too, and its baselines' errors are over them.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ import pandas as pd
 from _curves import FAMILIES, Curve, qlearning_pbt_curves, synthetic_curves
 from sklearn.linear_model import QuantileRegressor
 
-from elitemon.analytics.best_forecast import BestForecast, forecast_best
-from elitemon.analytics.convergence import ConvergenceForecast, ScoreForecast, forecast_target
+from elitemon.analytics.best_forecast import BestForecast
+from elitemon.analytics.convergence import ConvergenceForecast, ScoreForecast, best_target_forecast, forecast_target
 from elitemon.analytics.learning_curves import (
     MAX_RELATIVE_HORIZON,
     MIN_POINTS,
@@ -120,8 +122,9 @@ class Abstention:
 def evaluate(
     curve: Curve, fraction: float, rng: np.random.Generator, generations_truth: str = "observed"
 ) -> list[Case | Abstention]:
-    """The cases of one curve cut at `fraction`: the ensemble's forecast, and for a curve with a
-    population (a real agent or mean) also the population-aware one, on the same target."""
+    """The cases of one curve cut at `fraction`: the ensemble's forecast, and for a real agent or
+    mean curve also the population-aware one, for a real best curve the recent maximum's, on the
+    same target."""
     length = curve.scores.size
     n = int(round(fraction * length))
     if n < MIN_POINTS:
@@ -157,7 +160,9 @@ def _forecasters(curve: Curve) -> dict[str, Callable[[int], ScoreForecast]]:
     methods: dict[str, Callable[[int], ScoreForecast]] = {"ensemble": ensemble}
     if curve.member == "best":
         # A PBT population's best towards a target, as `convergence_report` and the report forecast it.
-        methods["recent max"] = lambda n: forecast_best(pd.DataFrame({"best": curve.scores[:n]}, index=range(1, n + 1)))
+        methods["recent max"] = lambda n: best_target_forecast(
+            pd.DataFrame({"best": curve.scores[:n]}, index=range(1, n + 1))
+        )
     population, member = curve.population, curve.member
     if population is not None and member is not None:
 
@@ -399,6 +404,8 @@ def calibrate_population(curves: list[Curve], seed: int, *, best: bool = False) 
                 fit = forecaster(n)
             except NothingToExtrapolate:
                 continue
+            if best and not isinstance(fit, BestForecast):  # a noiseless best gets the learning curve
+                continue
             later = np.arange(n + 1, min(length, fit.max_generation) + 1, dtype=float)
             scale = fit.uncertainty(later)
             if not np.all(scale > 0):
@@ -443,6 +450,8 @@ def calibrate_passage(curves: list[Curve], seed: int, *, best: bool = False) -> 
             try:
                 fit = forecaster(n)
             except NothingToExtrapolate:
+                continue
+            if best and not isinstance(fit, BestForecast):  # a noiseless best gets the learning curve
                 continue
             reached_at = min(n + steps + 1, np.floor(fit.max_generation))
             probabilities = fit.probability_reached(target, np.arange(n + 1, reached_at + 1, dtype=float))

@@ -36,10 +36,12 @@ integral transform on the calibration runs, as population_forecast.PASSAGE_LEVEL
 Limits, from the evaluation (README, Known limits): the interval is calibrated pooled over Taxi and
 FrozenLake and is too wide on the one and too narrow on the other (the spread of the best's last
 scores and the population's spread did no better as the scale). Generations-to-target are level
-with a straight line through the last 10 scores. A best score with no noise at all (a perfectly
-straight or constant curve) has s = 0 and an interval of no width; one that has never moved is
-refused (`NothingToExtrapolate`), as the ensemble refuses it: nothing says when an exploit or a
-late discovery will lift it.
+with a straight line through the last 10 scores. A best score whose robust noise is 0 (a straight
+line, a staircase, a long plateau) has nothing to size this interval by, and would get one of no
+width: `convergence.fit_best_curve` gives such a best the learning curve instead, whose
+uncertainty has parts that do not vanish with the noise. One that has never moved is refused
+(`NothingToExtrapolate`), as the ensemble refuses it: nothing says when an exploit or a late
+discovery will lift it.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ _CALIBRATION = np.array(
 #: its median and ends it: on the calibration runs, the 10%, 50% and 90% quantiles of the
 #: probability the forecast gave to a passage by the generation the best first reached the target,
 #: from `python benchmarks/forecast_eval.py --calibrate-population`.
-PASSAGE_LEVELS = (0.001, 0.417, 0.721)
+PASSAGE_LEVELS = (0.003, 0.423, 0.721)
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,17 +128,25 @@ class BestForecast(ObservedSpan, CalibratedForecast):
 
 def forecast_best(progress: pd.DataFrame) -> BestForecast:
     """The forecast of the best score from `population_progress` (its index the generation, its
-    `best` column the best score there).
+    `best` column the best score there; NaN scores are left out).
 
-    Raises ValueError with fewer than MIN_POINTS generations, and NothingToExtrapolate (a
-    ValueError) when the best score has never moved.
+    Raises ValueError, naming the problem, for repeated or non-finite generations, infinite scores
+    or fewer than MIN_POINTS generations, and NothingToExtrapolate (a ValueError) when the best
+    score has never moved.
     """
     require_columns(progress, "progress", ("best",))
-    best = progress["best"].dropna()
+    best = progress["best"].astype(float).dropna()
+    generations = best.index.to_numpy(dtype=float)
+    if not np.all(np.isfinite(generations)):
+        raise ValueError("progress: generations (the index) must be finite numbers.")
+    if best.index.has_duplicates:
+        raise ValueError("progress: generations (the index) must not repeat; give one best score per generation.")
+    if np.any(np.isinf(best.to_numpy())):
+        raise ValueError("progress: best scores must not be infinite.")
     if len(best) < MIN_POINTS:
         raise ValueError(f"a forecast needs {MIN_POINTS} complete generations; there are {len(best)}")
-    scores = best.to_numpy(dtype=float)
-    generations = best.index.to_numpy(dtype=float)
+    best = best.sort_index()
+    scores, generations = best.to_numpy(), best.index.to_numpy(dtype=float)
     if scores.min() == scores.max():
         raise NothingToExtrapolate.constant(scores[0], generations[0], generations[-1])
     recent = slice(-RECENT_GENERATIONS, None)

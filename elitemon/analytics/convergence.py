@@ -54,7 +54,7 @@ class ConvergenceForecast:
     """Generations until the goal, counted from the last observed generation.
 
     `generations_remaining` is the median forecast; `low` and `high` bound the 80% interval. None
-    means "not within the forecast range" (`LearningCurve.max_generation`): for `high`, that the
+    means "not within the forecast range" (the forecast's `max_generation`): for `high`, that the
     goal may never be reached; for all three, that it is not expected to be. `level` is the target,
     or for Goal.FLAT the score at which the curve flattens (None if it does not within range).
     """
@@ -206,7 +206,7 @@ def forecast_convergence(
     (`curve.best_score`) is 0 generations away, as a stop condition would have fired; otherwise,
     even where the fitted trend is past it, P(reached by generation g) is the probability
     that a score observed after the last generation, up to g, reaches it
-    (`LearningCurve.probability_reached`: the calibrated trend plus the curve's noise). The median
+    (`probability_reached`: the calibrated trend plus the curve's noise). The median
     forecast is the first g where that probability reaches the middle of the curve's
     `passage_levels`; the 80% interval runs from the first g where it reaches the lowest (the
     earliest plausible) to the first where it reaches the highest (the latest; None if not within
@@ -218,6 +218,7 @@ def forecast_convergence(
     (default: FLAT_FRACTION of the observed score range); gaining at most the tolerance counts as
     flat; the level is expected(g). Its interval comes from the ensemble members' own flattening
     generations (weighted 10% and 90% quantiles): model spread only, not calibrated like the target's.
+    It needs a `LearningCurve` (a TypeError otherwise): when a curve flattens is a question of shape.
     """
     if flat_window < 1:
         raise ValueError(f"flat_window must be at least 1, but got {flat_window=}.")
@@ -325,26 +326,39 @@ def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, probabilities: 
 
 
 def fit_best_curve(
-    progress: pd.DataFrame, *, target: float | None = None
+    progress: pd.DataFrame, *, target: float | None
 ) -> tuple[BestForecast | LearningCurve | None, str | None]:
     """The forecast of the population's best score (`population_progress`'s `best`) for
-    `forecast_convergence` towards `target`, or without one until it flattens; or None and the
-    reason there is none: fewer than MIN_POINTS complete generations, or a best score that has not
-    moved (`NothingToExtrapolate`).
+    `forecast_convergence` towards `target`, or with target None until it flattens; or None and
+    the reason there is none: fewer than MIN_POINTS complete generations, or a best score that has
+    not moved (`NothingToExtrapolate`).
 
     Towards a target: the recent-maximum forecast (best_forecast.py). On the evaluation's PBT runs
     its final value has 0.76 and 0.67 of the last score's error (30% and 50% of a run observed),
     where the learning curve fitted to the best score had 1.04 and 0.99 (README, Known limits).
-    Without a target: the learning curve, because when a curve flattens is a question about its
-    shape, which the recent maximum does not model."""
-    if len(progress) < MIN_POINTS:
-        return None, f"a forecast needs {MIN_POINTS} complete generations; there are {len(progress)}"
+    A best whose robust noise is 0 (a straight line, a staircase, a long plateau) leaves its
+    interval nothing to scale by, so it gets the learning curve (`best_target_forecast`). Without a target: the learning
+    curve, because when a curve flattens is a question about its shape, which the recent maximum
+    does not model."""
+    if progress["best"].count() < MIN_POINTS:
+        return None, f"a forecast needs {MIN_POINTS} complete generations; there are {progress['best'].count()}"
     try:
         if target is not None:
-            return forecast_best(progress), None
-        return fit_learning_curve(progress.index.to_numpy(), progress["best"].to_numpy()), None
+            return best_target_forecast(progress), None
+        best = progress["best"].dropna()
+        return fit_learning_curve(best.index.to_numpy(), best.to_numpy()), None
     except NothingToExtrapolate as flat:
         return None, str(flat)
+
+
+def best_target_forecast(progress: pd.DataFrame) -> BestForecast | LearningCurve:
+    """`fit_best_curve`'s forecast towards a target: the recent-maximum forecast, or the learning
+    curve for a best whose robust noise is 0. Raises as `forecast_best` does."""
+    towards_target = forecast_best(progress)
+    if towards_target.noise > 0:
+        return towards_target
+    best = progress["best"].dropna().sort_index()
+    return fit_learning_curve(best.index.to_numpy(), best.to_numpy())
 
 
 def convergence_report(

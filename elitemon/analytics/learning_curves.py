@@ -191,7 +191,8 @@ class NothingToExtrapolate(ValueError):
 
 class CalibratedForecast(ABC):
     """Quantiles, intervals and probabilities of a score from a calibrated split normal around its
-    expected value: what `LearningCurve` and `population_forecast.AgentForecast` share.
+    expected value: what `LearningCurve`, `population_forecast.AgentForecast` and
+    `best_forecast.BestForecast` share.
 
     A subclass gives the expected score, its scale s (`uncertainty`), the calibrated 10%, 50% and
     90% quantiles of (truth - expected) / s at each generation (`_calibration`), and the scatter of

@@ -71,11 +71,31 @@ def test_generations_to_a_target_are_read_at_the_calibrated_passage_levels() -> 
     low, middle, high = PASSAGE_LEVELS
     assert (result.generations_remaining_low, result.generations_remaining) == (first(low), first(middle))
     assert result.generations_remaining_high == first(high)
-    assert (result.generations_remaining_low, result.generations_remaining, result.generations_remaining_high) == (
-        1,
-        2,
-        5,
-    )
+    # Computed, not by hand (400 passage paths): here 1, 2 and 5 generations ahead.
+    assert (first(low), first(middle), first(high)) == (1, 2, 5)
+
+
+def test_fewer_than_ten_generations_are_all_recent_and_missing_scores_are_left_out() -> None:
+    short = ZIGZAG.head(9).copy()  # 1.7, 4.3, ..., 17.7 at generations 1..9
+    short.loc[10, "best"] = np.nan  # a generation without a best score yet
+    forecast = forecast_best(short)
+
+    assert (forecast.last_generation, forecast.recent_max, forecast.trend) == pytest.approx((9, 17.7, 2.0))
+
+
+def test_a_shuffled_index_is_read_in_generation_order() -> None:
+    forecast = forecast_best(ZIGZAG.iloc[::-1])
+
+    assert (forecast.last_generation, forecast.recent_max, forecast.trend) == pytest.approx((12, 24.3, 2.0))
+
+
+def test_a_falling_best_is_forecast_to_keep_falling_for_a_while() -> None:
+    falling = pd.DataFrame({"best": -ZIGZAG["best"].to_numpy()}, index=ZIGZAG.index)  # -1.7, -4.3, ..., -24.3
+    forecast = forecast_best(falling)
+
+    # The level is the best of the last ten, -5.7 at generation 3, and the trend -2 a generation.
+    assert (forecast.recent_max, forecast.trend) == pytest.approx((-5.7, -2.0))
+    assert float(forecast.expected(60)) == pytest.approx(-5.7 - 2.4)
 
 
 def test_the_generation_numbers_set_the_span_and_the_slope() -> None:
@@ -96,6 +116,8 @@ def test_the_generation_numbers_set_the_span_and_the_slope() -> None:
             "scores are all 0 over generations 1 to 10",
         ),
         (pd.DataFrame({"mean": [1.0] * 10}), ValueError, "best"),
+        (pd.DataFrame({"best": np.arange(10.0)}, index=[1, 1, *range(2, 10)]), ValueError, "must not repeat"),
+        (pd.DataFrame({"best": [*np.arange(9.0), np.inf]}), ValueError, "must not be infinite"),
     ],
 )
 def test_what_cannot_be_forecast_is_refused_with_the_reason(progress: pd.DataFrame, error: type, message: str) -> None:

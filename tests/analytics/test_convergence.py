@@ -422,11 +422,21 @@ def test_the_best_is_forecast_from_its_recent_maximum_towards_a_target_and_by_it
     towards_target, reason = fit_best_curve(progress, target=10.5)
     assert isinstance(towards_target, BestForecast) and reason is None
     assert towards_target.recent_max == forecast_best(progress).recent_max == pytest.approx(best[-10:].max())
-    until_flat, reason = fit_best_curve(progress)
+    until_flat, reason = fit_best_curve(progress, target=None)
     assert isinstance(until_flat, LearningCurve) and reason is None
     assert until_flat.expected(25.0) == pytest.approx(fit_learning_curve(generations, best).expected(25.0))
     with pytest.raises(TypeError, match="LearningCurve"):
         forecast_convergence(towards_target)
+
+
+def test_a_best_without_noise_is_forecast_towards_a_target_by_its_learning_curve() -> None:
+    # 2g, a straight line: its robust noise is 0, so the recent maximum's interval would have no width.
+    line = pd.DataFrame({"best": 2.0 * np.arange(1, 13)}, index=np.arange(1, 13))
+    assert forecast_best(line).noise == 0
+
+    curve, reason = fit_best_curve(line, target=33.0)
+    assert isinstance(curve, LearningCurve) and reason is None
+    assert forecast_target(curve, 33.0).generations_remaining == 5  # 2g first reaches 33 at g = 17
 
 
 def test_report_by_hand() -> None:
@@ -441,11 +451,13 @@ def test_report_by_hand() -> None:
     assert report.mean_improvement_per_generation == pytest.approx(1.5)  # (18.15 - 3.15) / 10
     assert report.stall_generations == 0
     assert report.seconds_per_generation == 30.0
-    # Towards the target, the best's recent-maximum forecast, 30 s a generation.
+    # Towards the target, the best's recent-maximum forecast (a's scores are test_best_forecast's
+    # ZIGZAG, which reaches 26 in 1 to 5 generations, 2 at the median), 30 s a generation.
     expected = forecast_target(forecast_best(population_progress(frame)), 26.0, horizon_generations=6)
-    assert report.forecast == expected and expected.generations_remaining is not None
-    assert report.hours_remaining == pytest.approx(expected.generations_remaining * 30 / 3600)
-    assert report.hours_remaining_low == pytest.approx(expected.generations_remaining_low * 30 / 3600)
+    assert report.forecast == expected
+    assert (expected.generations_remaining_low, expected.generations_remaining) == (1, 2)
+    assert expected.generations_remaining_high == 5
+    assert (report.hours_remaining, report.hours_remaining_high) == pytest.approx((60 / 3600, 150 / 3600))
 
 
 def test_report_without_a_target_forecasts_when_the_best_flattens() -> None:

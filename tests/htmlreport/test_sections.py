@@ -158,16 +158,18 @@ def test_forecast_starts_at_the_last_generation_and_runs_past_it():
         for agent in AGENTS
         for g in range(1, 13)
     ]
-    score = get_score_info(store_frame("samples", rows), NO_EVENTS, metric="mean_return", target=9.5)
+    # The best at generation 12 is 9.68 (agent d's): a target of 10 lies ahead.
+    score = get_score_info(store_frame("samples", rows), NO_EVENTS, metric="mean_return", target=10.0)
     forecast = score.forecast
     assert forecast is not None and score.note is None
     assert forecast.generations[0] == 12
     assert forecast.generations[-1] >= 12 + 6  # half the observed span (12) ahead, at least
     assert forecast.generations == tuple(range(12, forecast.generations[-1] + 1))
     assert all(lo <= m <= hi for lo, m, hi in zip(forecast.low, forecast.expected, forecast.high, strict=True))
-    assert forecast.goal == "target" and forecast.level == 9.5
-    if forecast.remaining_high is not None:  # the drawn range covers the forecast crossing
-        assert forecast.generations[-1] >= 12 + forecast.remaining_high
+    assert forecast.goal == "target" and forecast.level == 10.0
+    assert forecast.remaining is not None and forecast.remaining_high is not None
+    assert 0 < forecast.remaining <= forecast.remaining_high
+    assert forecast.generations[-1] >= 12 + forecast.remaining_high  # the drawn range covers the crossing
     # Towards a target the drawn forecast is the best's recent maximum's; without one, the learning
     # curve's, which says when the best flattens.
     progress = population_progress(store_frame("samples", rows))
