@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from elitemon import __version__
+from elitemon.analytics.best_forecast import RECENT_GENERATIONS
 from elitemon.htmlreport._sections import (
     AnomalyInfo,
     AnomalyStream,
@@ -154,6 +155,11 @@ def _forecast_sentence(info: ScoreInfo) -> str:
         generations = "generation" if f.remaining == 1 else "generations"
         when = f"in {f.remaining} {generations} (80% interval {low} to {high}), at generation {last + f.remaining}"
     band = "The shaded band is the 80% interval of the best score's trend"
+    if f.recent_max is not None:
+        band += (
+            f", which starts from the highest best of the last {RECENT_GENERATIONS} generations, "
+            f"{_num(f.recent_max)}, where the best has recently been"
+        )
     if f.goal == "target":
         band += "; single scores scatter around it, so one may reach the target before the band does"
     return f"Forecast from generation {last}: {what} {when}. {band}."

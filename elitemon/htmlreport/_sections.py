@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from elitemon.analytics.anomaly import RobustDetector, detect_anomalies
+from elitemon.analytics.best_forecast import BestForecast
 from elitemon.analytics.convergence import (
     agent_scores,
     fit_best_curve,
@@ -115,6 +116,7 @@ class ForecastInfo(NamedTuple):
     remaining: int | None
     remaining_low: int | None
     remaining_high: int | None
+    recent_max: float | None = None  # where a recent-maximum forecast starts (best_forecast); None for a curve
 
 
 class AgentsForecastInfo(NamedTuple):
@@ -438,6 +440,7 @@ def _forecast(samples: pd.DataFrame, metric: str, target: float | None) -> tuple
         remaining=result.generations_remaining,
         remaining_low=result.generations_remaining_low,
         remaining_high=result.generations_remaining_high,
+        recent_max=curve.recent_max if isinstance(curve, BestForecast) else None,
     )
     return forecast, None
 

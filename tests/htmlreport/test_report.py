@@ -221,6 +221,24 @@ def test_a_target_one_generation_away_is_said_in_the_singular():
     )
 
 
+def test_a_recent_maximum_forecast_says_where_its_band_starts():
+    info = ScoreInfo(
+        "mean_return", (11, 12), (4, 4), (9.0, 8.7), (8.0, 8.0), (7.0, 7.0), (9.0, 9.0), 9.5, None, None, None, "-"
+    )
+    curve_forecast = ForecastInfo(
+        generations=(12, 13), expected=(9.0, 9.1), low=(8.5, 8.6), high=(9.5, 9.8),
+        goal="target", level=9.5, remaining=3, remaining_low=1, remaining_high=9,
+    )  # fmt: skip
+    from_recent_max = curve_forecast._replace(recent_max=9.0)
+
+    assert "starts from" not in _forecast_sentence(info._replace(forecast=curve_forecast))
+    assert _forecast_sentence(info._replace(forecast=from_recent_max)).endswith(
+        "The shaded band is the 80% interval of the best score's trend, which starts from the highest best of the "
+        "last 10 generations, 9, where the best has recently been; single scores scatter around it, so one may "
+        "reach the target before the band does."
+    )
+
+
 def test_the_agents_sentence_gives_the_exploit_rate_the_mean_forecast_and_the_share_at_target():
     agents = AgentsForecastInfo(
         generations=(12, 13, 14), expected=(4.0, 4.5, 4.8), low=(3.5, 3.9, 4.1), high=(4.4, 5.0, 5.6),

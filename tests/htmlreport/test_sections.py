@@ -175,8 +175,9 @@ def test_forecast_starts_at_the_last_generation_and_runs_past_it():
     progress = population_progress(store_frame("samples", rows))
     generations = np.array(forecast.generations, dtype=float)
     assert forecast.expected == pytest.approx(tuple(forecast_best(progress).expected(generations)))
+    assert forecast.recent_max == pytest.approx(progress["best"].iloc[-10:].max())
     flat = get_score_info(store_frame("samples", rows), NO_EVENTS, metric="mean_return").forecast
-    assert flat is not None and flat.goal == "flat"
+    assert flat is not None and flat.goal == "flat" and flat.recent_max is None
     curve = fit_learning_curve(progress.index.to_numpy(), progress["best"].to_numpy())
     assert flat.expected == pytest.approx(tuple(curve.expected(np.array(flat.generations, dtype=float))))
 
