@@ -4,7 +4,7 @@
     python benchmarks/forecast_eval.py --quick       # a smoke test (under 30 s): few curves, no Q-learning
     python benchmarks/forecast_eval.py --calibrate --per-family 100   # learning_curves._CALIBRATION (3.5 min)
     python benchmarks/forecast_eval.py --calibrate --per-family 100 --with-pbt   # pooled with real PBT curves
-    python benchmarks/forecast_eval.py --calibrate-population   # population_forecast's and best_forecast's
+    python benchmarks/forecast_eval.py --calibrate-population   # population_forecast's and best_forecast's (15 min)
 
 Curves (benchmarks/_curves.py): synthetic ones from six families with random parameters (seed 1;
 the calibration uses seed 0, other curves), and real ones: the best, mean and per-agent scores of
