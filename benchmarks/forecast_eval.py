@@ -1,6 +1,6 @@
 """How well the convergence forecast predicts, against two naive baselines, on curves it has not seen.
 
-    python benchmarks/forecast_eval.py               # the full run (6 min on 2 cores)
+    python benchmarks/forecast_eval.py               # the full run (8 min on 2 cores)
     python benchmarks/forecast_eval.py --quick       # a smoke test (under 30 s): few curves, no Q-learning
     python benchmarks/forecast_eval.py --calibrate --per-family 100   # learning_curves._CALIBRATION (3.5 min)
     python benchmarks/forecast_eval.py --calibrate --per-family 100 --with-pbt   # pooled with real PBT curves
@@ -395,16 +395,13 @@ def calibrate_population(curves: list[Curve], seed: int, *, best: bool = False) 
     rng = np.random.default_rng(seed)
     features, normalised = [], []
     for curve in curves:
-        forecaster = _forecasters(curve).get("recent max" if best else "population")
+        forecaster = _calibration_forecaster(curve, best=best)
         if forecaster is None:
             continue
         length = curve.scores.size
         for n in _calibration_cuts(length, rng):
-            try:
-                fit = forecaster(n)
-            except NothingToExtrapolate:
-                continue
-            if best and not isinstance(fit, BestForecast):  # a noiseless best gets the learning curve
+            fit = forecaster(n)
+            if fit is None:
                 continue
             later = np.arange(n + 1, min(length, fit.max_generation) + 1, dtype=float)
             scale = fit.uncertainty(later)
@@ -435,9 +432,7 @@ def calibrate_passage(curves: list[Curve], seed: int, *, best: bool = False) -> 
     rng = np.random.default_rng(seed)
     reached_by_then = []
     for curve in curves:
-        if (curve.member == "best") != best:
-            continue
-        forecaster = _forecasters(curve).get("recent max" if best else "population")
+        forecaster = _calibration_forecaster(curve, best=best)
         if forecaster is None:
             continue
         length = curve.scores.size
@@ -447,17 +442,34 @@ def calibrate_passage(curves: list[Curve], seed: int, *, best: bool = False) -> 
             steps = _first_at_least(curve.scores[n:], target)
             if steps is None:
                 continue
-            try:
-                fit = forecaster(n)
-            except NothingToExtrapolate:
-                continue
-            if best and not isinstance(fit, BestForecast):  # a noiseless best gets the learning curve
+            fit = forecaster(n)
+            if fit is None:
                 continue
             reached_at = min(n + steps + 1, np.floor(fit.max_generation))
             probabilities = fit.probability_reached(target, np.arange(n + 1, reached_at + 1, dtype=float))
             reached_by_then.append(float(probabilities[-1]))
     low, middle, high = np.quantile(reached_by_then, QUANTILES)
     return float(low), float(middle), float(high)
+
+
+def _calibration_forecaster(curve: Curve, *, best: bool) -> Callable[[int], AgentForecast | BestForecast | None] | None:
+    """What `calibrate_population` and `calibrate_passage` forecast `curve` with, from its first n
+    generations: the population-aware forecast of a real agent or mean curve, or with `best` the
+    recent maximum of a real best curve; None for any other curve. The forecaster gives None for a
+    cut the calibration leaves out: one refused (`NothingToExtrapolate`), or a best without noise,
+    which `best_target_forecast` gives the learning curve."""
+    forecaster = _forecasters(curve).get("recent max" if best else "population")
+    if forecaster is None:
+        return None
+
+    def calibrated(n: int) -> AgentForecast | BestForecast | None:
+        try:
+            fit = forecaster(n)
+        except NothingToExtrapolate:
+            return None
+        return fit if isinstance(fit, AgentForecast | BestForecast) else None
+
+    return calibrated
 
 
 def _calibration_cuts(length: int, rng: np.random.Generator) -> list[int]:

@@ -337,16 +337,14 @@ def fit_best_curve(
     its final value has 0.76 and 0.67 of the last score's error (30% and 50% of a run observed),
     where the learning curve fitted to the best score had 1.04 and 0.99 (README, Known limits).
     A best whose robust noise is 0 (a straight line, a staircase, a long plateau) leaves its
-    interval nothing to scale by, so it gets the learning curve (`best_target_forecast`). Without a target: the learning
-    curve, because when a curve flattens is a question about its shape, which the recent maximum
-    does not model."""
-    if progress["best"].count() < MIN_POINTS:
-        return None, f"a forecast needs {MIN_POINTS} complete generations; there are {progress['best'].count()}"
+    interval nothing to scale by, so it gets the learning curve (`best_target_forecast`). Without a
+    target: the learning curve, because when a curve flattens is a question about its shape, which
+    the recent maximum does not model."""
+    scored = progress["best"].count()
+    if scored < MIN_POINTS:
+        return None, f"a forecast needs {MIN_POINTS} complete generations; there are {scored}"
     try:
-        if target is not None:
-            return best_target_forecast(progress), None
-        best = progress["best"].dropna()
-        return fit_learning_curve(best.index.to_numpy(), best.to_numpy()), None
+        return (_best_learning_curve(progress) if target is None else best_target_forecast(progress)), None
     except NothingToExtrapolate as flat:
         return None, str(flat)
 
@@ -355,9 +353,12 @@ def best_target_forecast(progress: pd.DataFrame) -> BestForecast | LearningCurve
     """`fit_best_curve`'s forecast towards a target: the recent-maximum forecast, or the learning
     curve for a best whose robust noise is 0. Raises as `forecast_best` does."""
     towards_target = forecast_best(progress)
-    if towards_target.noise > 0:
-        return towards_target
-    best = progress["best"].dropna().sort_index()
+    return towards_target if towards_target.noise > 0 else _best_learning_curve(progress)
+
+
+def _best_learning_curve(progress: pd.DataFrame) -> LearningCurve:
+    """The learning curve of the best scores there are (`fit_learning_curve` sorts the generations)."""
+    best = progress["best"].dropna()
     return fit_learning_curve(best.index.to_numpy(), best.to_numpy())
 
 
