@@ -46,14 +46,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from _curves import FAMILIES, Curve, qlearning_pbt_curves, synthetic_curves
-from scipy.optimize import minimize
-from scipy.special import expit, log_expit
 from sklearn.linear_model import QuantileRegressor
 
 from elitemon.analytics.best_forecast import BestForecast
@@ -83,8 +81,6 @@ CALIBRATION_PBT_SEEDS = (10, 11, 12, 13)
 #: seeds ranged from 0.56 to 0.75 by seed set.
 POPULATION_CALIBRATION_SEEDS = (*range(10, 20), *range(50, 76))
 QUANTILES = (0.1, 0.5, 0.9)
-#: Targets drawn per cut of a best curve for the passage hazard's calibration.
-PASSAGE_TARGETS = 4
 #: Resamples of whole runs behind the 90% intervals of `intervals`.
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -428,68 +424,13 @@ def calibrate_passage(curves: list[Curve], seed: int, *, best: bool = False) -> 
     truth). Were that probability calibrated, they would be 0.1, 0.5 and 0.9.
 
     The forecasts are the population-aware one of every real agent and mean curve, or with `best`
-    the recent-maximum forecast of every real best curve, one target per cut
-    (`_calibration_targets`); the targets an observed score reaches within the run count, as in
-    the evaluation's coverage. The forecasts are their modules', with their current constants.
+    the recent-maximum forecast of every real best curve. Each curve is cut at CALIBRATION_CUTS random points
+    (15% to 85% of its length) and given a target as the evaluation draws them (`_target`); the cuts
+    whose target an observed score reaches within the run count, as in the evaluation's coverage.
+    The forecasts are their modules', with their current `_CALIBRATION`.
     """
     rng = np.random.default_rng(seed)
     reached_by_then = []
-    for fit, target, reached_after, _ in _calibration_targets(curves, rng, best=best):
-        if reached_after is None:
-            continue
-        reached_at = min(fit.last_generation + reached_after, np.floor(fit.max_generation))
-        probabilities = fit.probability_reached(target, np.arange(fit.last_generation + 1, reached_at + 1))
-        reached_by_then.append(float(probabilities[-1]))
-    low, middle, high = np.quantile(reached_by_then, QUANTILES)
-    return float(low), float(middle), float(high)
-
-
-def calibrate_best_passage(curves: list[Curve], seed: int) -> np.ndarray:
-    """best_forecast._PASSAGE_TIME: c0, c1, c2 of the location mu = c0 + c1 ln(1 + z) + c2 r of the
-    log of the generations until the best first reaches a target, then ln sigma, its logistic scale
-    (`fit_log_logistic`; a target not reached in the rest of the run is right-censored there, so
-    that targets too far to reach weigh as they should).
-
-    The recent-maximum forecast of every real best curve, PASSAGE_TARGETS targets per cut
-    (`_calibration_targets`).
-    """
-    variables, first_reached, remaining = [], [], []
-    targets = _calibration_targets(curves, np.random.default_rng(seed), best=True, per_cut=PASSAGE_TARGETS)
-    for fit, target, reached_after, generations_left in targets:
-        variables.append(fit.passage_variables(target))
-        first_reached.append(np.nan if reached_after is None else reached_after)
-        remaining.append(generations_left)
-    return fit_log_logistic(np.array(variables), np.array(first_reached), np.array(remaining, dtype=float))
-
-
-def fit_log_logistic(variables: np.ndarray, first_reached: np.ndarray, remaining: np.ndarray) -> np.ndarray:
-    """The maximum-likelihood coefficients of the location mu = variables @ c and then ln sigma of a
-    log-logistic number of generations T, from whole generations: `first_reached` the generation
-    (1, 2, ...) at which each case first reached its target, contributing P(k - 1 < T <= k), or NaN
-    for one not reached in its `remaining` generations, contributing P(T > R)."""
-    reached = ~np.isnan(first_reached)
-    k, at = first_reached[reached], variables[reached]
-
-    def negative_log_likelihood(parameters: np.ndarray) -> float:
-        coefficients, scale = parameters[:-1], np.exp(parameters[-1])
-        with np.errstate(divide="ignore"):  # ln 0 = -inf: T > 0 for certain
-            by = expit((np.log(k) - at @ coefficients) / scale)
-            before = expit((np.log(k - 1.0) - at @ coefficients) / scale)
-        never = log_expit((variables[~reached] @ coefficients - np.log(remaining[~reached])) / scale)
-        return -(np.log(np.maximum(by - before, 1e-300)).sum() + never.sum())
-
-    start = np.zeros(variables.shape[1] + 1)
-    return minimize(negative_log_likelihood, start, method="BFGS").x
-
-
-def _calibration_targets(
-    curves: list[Curve], rng: np.random.Generator, *, best: bool, per_cut: int = 1
-) -> Iterator[tuple[AgentForecast | BestForecast, float, int | None, int]]:
-    """(forecast, target, generations to it, generations left) for the passage calibrations: each
-    curve `_calibration_forecaster` forecasts is cut at CALIBRATION_CUTS random points (15% to 85%
-    of its length), given `per_cut` targets at each as the evaluation draws them (`_target`), and
-    forecast from its first n generations; the generations to a target count from n to the first
-    observed score at or above it (1, 2, ...; None if none is within the run's length - n left)."""
     for curve in curves:
         forecaster = _calibration_forecaster(curve, best=best)
         if forecaster is None:
@@ -497,13 +438,18 @@ def _calibration_targets(
         length = curve.scores.size
         truth = curve.trend(np.arange(1, length + 1, dtype=float))
         for n in _calibration_cuts(length, rng):
-            targets = [_target(truth, n, rng, float(curve.scores[:n].max())) for _ in range(per_cut)]
+            target = _target(truth, n, rng, float(curve.scores[:n].max()))
+            steps = _first_at_least(curve.scores[n:], target)
+            if steps is None:
+                continue
             fit = forecaster(n)
             if fit is None:
                 continue
-            for target in targets:
-                steps = _first_at_least(curve.scores[n:], target)
-                yield fit, target, None if steps is None else steps + 1, length - n
+            reached_at = min(n + steps + 1, np.floor(fit.max_generation))
+            probabilities = fit.probability_reached(target, np.arange(n + 1, reached_at + 1, dtype=float))
+            reached_by_then.append(float(probabilities[-1]))
+    low, middle, high = np.quantile(reached_by_then, QUANTILES)
+    return float(low), float(middle), float(high)
 
 
 def _calibration_forecaster(curve: Curve, *, best: bool) -> Callable[[int], AgentForecast | BestForecast | None] | None:
@@ -566,7 +512,7 @@ def main() -> None:
     parser.add_argument(
         "--calibrate-population",
         action="store_true",
-        help="print population_forecast's and best_forecast's _CALIBRATION and PASSAGE_LEVELS (and _PASSAGE_TIME) "
+        help="print population_forecast's and best_forecast's _CALIBRATION and PASSAGE_LEVELS "
         "(Q-learning PBT seeds 10-19 and 50-75)",
     )
     args = parser.parse_args()
@@ -580,10 +526,7 @@ def main() -> None:
             )
             print(f"{module}._CALIBRATION = np.array(\n    [\n{rows}\n    ]\n)")
             levels = ", ".join(f"{level:.3f}" for level in calibrate_passage(curves, seed=0, best=best))
-            if best:
-                passage = ", ".join(f"{c:.3f}" for c in calibrate_best_passage(curves, seed=0))
-                print(f"{module}._PASSAGE_TIME = np.array([{passage}])")
-            print(f"{module}.PASSAGE_LEVELS = ({levels})  # with its current constants: paste those above first")
+            print(f"{module}.PASSAGE_LEVELS = ({levels})  # with its current _CALIBRATION: paste the one above first")
         print(f"({time.perf_counter() - started:.0f} s)")
         return
     if args.calibrate:

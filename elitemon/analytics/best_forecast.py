@@ -28,25 +28,15 @@ Uncertainty. The scale is s = the best score's robust noise (`learning_curves.ro
 a probability by split conformal calibration as in population_forecast.py: the 10%, 50% and 90%
 quantiles of (truth - expected) / s on the calibration runs' best curves, fitted by linear quantile
 regression on the relative horizon h / span (`_CALIBRATION`). The interval at n + h is expected +
-s [q10, q90]; quantiles in between follow the split normal through the three.
-
-When the best first reaches a target. The generations T until a reported best first reaches it are
-log-logistic, ln T = mu + sigma e (e standard logistic), an accelerated failure time model whose
-location mu moves with the gap to the target and the trend, both in noise units
-(`BestForecast.probability_reached`), fitted by maximum likelihood, targets never reached counting
-as censored, to when the calibration runs' best curves did reach theirs (`_PASSAGE_TIME`). It is
-read at PASSAGE_LEVELS, recalibrated through the probability integral transform on the same runs,
-as population_forecast.PASSAGE_LEVELS are: their 50% level is 0.31, not 0.5, because the forecast
-is judged on the targets reached within the run, which are the sooner ones. The quantile paths
-(`CalibratedForecast.probability_reached`) it replaces gave generations level with a straight
-line's; a discrete-time hazard logistic in ln h did better on the calibration runs, but its fitted
-chance for a far target passed a near one's some tens of generations out, which cannot be.
+s [q10, q90]; quantiles in between follow the split normal through the three. When the best first
+reaches a target is the first passage of `learning_curves.first_passage` over the quantile paths,
+each observed best scattering by s, read at PASSAGE_LEVELS (recalibrated through the probability
+integral transform on the calibration runs, as population_forecast.PASSAGE_LEVELS are).
 
 Limits, from the evaluation (README, Known limits): the interval is calibrated pooled over Taxi and
 FrozenLake and is too wide on the one and too narrow on the other (the spread of the best's last
-scores and the population's spread did no better as the scale). Generations-to-target beat a
-straight line through the last 10 scores with half the run observed, but not with 30%, where
-their interval covers too little (0.58 of the targets reached). A best score whose robust noise is 0 (a straight
+scores and the population's spread did no better as the scale). Generations-to-target are level
+with a straight line through the last 10 scores. A best score whose robust noise is 0 (a straight
 line, a staircase, a long plateau) has nothing to size this interval by, and would get one of no
 width: `convergence.fit_best_curve` gives such a best the learning curve instead, whose
 uncertainty has parts that do not vanish with the noise. One that has never moved is refused
@@ -62,7 +52,6 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
-from scipy.special import expit
 from scipy.stats import theilslopes
 
 from elitemon.analytics._frames import require_columns
@@ -88,20 +77,11 @@ _CALIBRATION = np.array(
         [0.704, 2.737],  # q90
     ]
 )
-#: The log-logistic generations-to-target: c0, c1, c2 of mu = c0 + c1 ln(1 + z) + c2 r, then ln sigma
-#: (`BestForecast.probability_reached`), by maximum likelihood on the calibration runs' best curves,
-#: from `python benchmarks/forecast_eval.py --calibrate-population`.
-_PASSAGE_TIME = np.array([2.981, 0.122, -1.007, -0.208])
-#: The gap to the target in noise units is read up to this many (beyond, the best is as far as can be).
-MAX_GAP_IN_NOISE = 30.0
-#: The trend in noise units per generation is read between these (a best that barely scatters has
-#: a trend of many noise units, which says nothing more).
-TREND_IN_NOISE_RANGE = (-1.0, 2.0)
 #: The passage probabilities at which a generations-to-target forecast starts its 80% interval, puts
 #: its median and ends it: on the calibration runs, the 10%, 50% and 90% quantiles of the
 #: probability the forecast gave to a passage by the generation the best first reached the target,
 #: from `python benchmarks/forecast_eval.py --calibrate-population`.
-PASSAGE_LEVELS = (0.089, 0.311, 0.569)
+PASSAGE_LEVELS = (0.003, 0.423, 0.721)
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,39 +124,6 @@ class BestForecast(ObservedSpan, CalibratedForecast):
 
     def _observation_noise(self) -> float:
         return self.noise
-
-    def probability_reached(self, value: float, generations: ArrayLike) -> np.ndarray:
-        """P(the best score reported at some generation after the last, up to and including each of
-        `generations`, reaches `value`). Every whole generation counts, whatever the grid; those at
-        or before the last have none left.
-
-        The generations T until the best first reaches `value` are log-logistic (an accelerated
-        failure time model): ln T = mu + sigma e, e standard logistic, mu = `passage_variables` @
-        _PASSAGE_TIME[:3], sigma = exp(_PASSAGE_TIME[3]), so P(T <= h) = expit((ln h - mu) / sigma).
-        A farther target has a later mu (its coefficient is positive) and the same sigma, so it is
-        never more likely than a nearer one. Why not the quantile paths
-        (`CalibratedForecast.probability_reached`): on the evaluation runs the generations they gave
-        were level with a straight line's (1.03 and 0.96 of its error at 30% and 50% observed), and
-        their probability of a passage within the run had a Brier score of 0.41 and 0.45.
-        """
-        g = np.asarray(generations, dtype=float)
-        if g.ndim != 1 or np.any(np.diff(g) <= 0):
-            raise ValueError("generations must be a one-dimensional, increasing grid.")
-        ahead = np.floor(g - self.last_generation)
-        location = float(self.passage_variables(value) @ _PASSAGE_TIME[:3])
-        scale = float(np.exp(_PASSAGE_TIME[3]))
-        return np.where(ahead >= 1, expit((np.log(np.maximum(ahead, 1.0)) - location) / scale), 0.0)
-
-    def passage_variables(self, value: float) -> np.ndarray:
-        """What mu, the location of ln T, is linear in: 1, ln(1 + z) and r, where z = (value - L) / s
-        is the gap to the target in noise units (read from 0 to MAX_GAP_IN_NOISE) and r = m / s the
-        trend in noise units per generation (read within TREND_IN_NOISE_RANGE). A best without
-        noise reads both at the ends of their ranges."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            gap, trend = np.divide([value - self.recent_max, self.trend], self.noise)
-        gap = np.clip(np.nan_to_num(gap, nan=0.0), 0.0, MAX_GAP_IN_NOISE)
-        trend = np.clip(np.nan_to_num(trend, nan=0.0), *TREND_IN_NOISE_RANGE)
-        return np.array([1.0, np.log1p(gap), trend])
 
 
 def forecast_best(progress: pd.DataFrame) -> BestForecast:

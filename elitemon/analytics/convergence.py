@@ -206,8 +206,7 @@ def forecast_convergence(
     (`curve.best_score`) is 0 generations away, as a stop condition would have fired; otherwise,
     even where the fitted trend is past it, P(reached by generation g) is the probability
     that a score observed after the last generation, up to g, reaches it
-    (`probability_reached`: the calibrated trend plus the curve's noise, or for the population's
-    best a log-logistic model of the generations to a passage). The median
+    (`probability_reached`: the calibrated trend plus the curve's noise). The median
     forecast is the first g where that probability reaches the middle of the curve's
     `passage_levels`; the 80% interval runs from the first g where it reaches the lowest (the
     earliest plausible) to the first where it reaches the highest (the latest; None if not within

@@ -157,24 +157,3 @@ def test_every_case_names_its_run_and_a_curve_without_one_is_its_own(forecast_ev
 
     assert set(cases["run"]) == {"toy seed 0", "curve 2"}
     assert (cases["run"] == "toy seed 0").sum() == 2 * 2 * len(forecast_eval.FRACTIONS)  # 2 curves, 2 methods
-
-
-def test_the_log_logistic_fit_recovers_the_passage_times_it_was_drawn_from_through_censoring(
-    forecast_eval: ModuleType,
-) -> None:
-    # ln T = 1 + 0.5 x + 0.6 e (e standard logistic), T rounded up to whole generations, and cases
-    # not reached within 15 generations censored there: a fifth of them for these draws.
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0.0, 3.0, size=4000)
-    generations = np.ceil(np.exp(1.0 + 0.5 * x + 0.6 * rng.logistic(size=x.size)))
-    first_reached = np.where(generations <= 15, generations, np.nan)
-    variables = np.column_stack([np.ones_like(x), x])
-
-    fitted = forecast_eval.fit_log_logistic(variables, first_reached, np.full(x.size, 15.0))
-
-    assert 0.15 < np.isnan(first_reached).mean() < 0.5
-    np.testing.assert_allclose(fitted, [1.0, 0.5, np.log(0.6)], atol=0.06)
-    # Leaving the censored cases out (as if every target were reached) would bias it towards sooner.
-    reached = ~np.isnan(first_reached)
-    biased = forecast_eval.fit_log_logistic(variables[reached], first_reached[reached], np.full(reached.sum(), 15.0))
-    assert biased[1] < 0.4
