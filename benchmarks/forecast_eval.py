@@ -2,6 +2,7 @@
 
     python benchmarks/forecast_eval.py               # the full run (8 min on 2 cores)
     python benchmarks/forecast_eval.py --quick       # a smoke test (under 30 s): few curves, no Q-learning
+    python benchmarks/forecast_eval.py --synthetic-best   # the best's target forecast on smooth curves (2 min)
     python benchmarks/forecast_eval.py --calibrate --per-family 100   # learning_curves._CALIBRATION (3.5 min)
     python benchmarks/forecast_eval.py --calibrate --per-family 100 --with-pbt   # pooled with real PBT curves
     python benchmarks/forecast_eval.py --calibrate-population   # population_forecast's and best_forecast's (15 min)
@@ -47,14 +48,14 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 from _curves import FAMILIES, Curve, qlearning_pbt_curves, synthetic_curves
 from sklearn.linear_model import QuantileRegressor
 
-from elitemon.analytics.best_forecast import BestForecast
+from elitemon.analytics.best_forecast import BestForecast, forecast_best
 from elitemon.analytics.convergence import ConvergenceForecast, ScoreForecast, best_target_forecast, forecast_target
 from elitemon.analytics.learning_curves import (
     MAX_RELATIVE_HORIZON,
@@ -120,11 +121,15 @@ class Abstention:
 
 
 def evaluate(
-    curve: Curve, fraction: float, rng: np.random.Generator, generations_truth: str = "observed"
+    curve: Curve,
+    fraction: float,
+    rng: np.random.Generator,
+    generations_truth: str = "observed",
+    methods: Callable[[Curve], dict[str, Callable[[int], ScoreForecast]]] | None = None,
 ) -> list[Case | Abstention]:
-    """The cases of one curve cut at `fraction`: the ensemble's forecast, and for a real agent or
-    mean curve also the population-aware one, for a real best curve the recent maximum's, on the
-    same target."""
+    """The cases of one curve cut at `fraction`, each method's forecast on the same target: by
+    default (`_forecasters`) the ensemble's, and for a real agent or mean curve also the
+    population-aware one, for a best curve the recent maximum's."""
     length = curve.scores.size
     n = int(round(fraction * length))
     if n < MIN_POINTS:
@@ -138,7 +143,7 @@ def evaluate(
     reached_at = _first_at_least(crossing[n:], target)  # generations after n, 1-based
     true_steps = None if reached_at is None else reached_at + 1
     cases: list[Case | Abstention] = []
-    for method, forecaster in _forecasters(curve).items():
+    for method, forecaster in (methods or _forecasters)(curve).items():
         started = time.process_time()  # CPU time: the machine may be shared, and wall time then says little
         try:
             fit = forecaster(n)
@@ -244,15 +249,21 @@ def _first_at_least(values: np.ndarray, level: float) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
-def run(curves: list[Curve], seed: int, generations_truth: str = "observed") -> pd.DataFrame:
-    """Every case of every curve, with the run it comes from (a curve without one is its own)."""
+def run(
+    curves: list[Curve],
+    seed: int,
+    generations_truth: str = "observed",
+    methods: Callable[[Curve], dict[str, Callable[[int], ScoreForecast]]] | None = None,
+) -> pd.DataFrame:
+    """Every case of every curve (`evaluate`), with the run it comes from (a curve without one is
+    its own)."""
     rng = np.random.default_rng(seed)
     return pd.DataFrame(
         [
             {**case.__dict__, "abstained": isinstance(case, Abstention), "run": curve.run or f"curve {index}"}
             for index, curve in enumerate(curves)
             for fraction in FRACTIONS
-            for case in evaluate(curve, fraction, rng, generations_truth)
+            for case in evaluate(curve, fraction, rng, generations_truth, methods)
         ]
     )
 
@@ -486,9 +497,37 @@ def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, probabilities: 
     return [float(np.interp(p * weights.sum(), cumulative, values[order])) for p in probabilities]
 
 
+def print_synthetic_best(per_family: int) -> None:
+    """The synthetic curves of the full run, each taken as a population's best, forecast towards a
+    target as `convergence_report` forecasts a best (`recent max`: the recent maximum, but the
+    learning curve for a best without noise or one that climbs steadily), beside the ensemble and
+    the recent maximum for every such best (`recent max, always`) on the same targets: what a user
+    whose best is a smooth curve rather than a noisy maximum gets."""
+
+    def methods(curve: Curve) -> dict[str, Callable[[int], ScoreForecast]]:
+        def recent_max_always(n: int) -> ScoreForecast:
+            best = pd.DataFrame({"best": curve.scores[:n]}, index=range(1, n + 1))
+            towards_target = forecast_best(best)
+            return towards_target if towards_target.noise > 0 else best_target_forecast(best)
+
+        return {**_forecasters(curve), "recent max, always": recent_max_always}
+
+    curves = [replace(curve, member="best") for curve in synthetic_curves(per_family, seed=1)]
+    cases = run(curves, seed=1, methods=methods)
+    cases["set"] = "synthetic"
+    print(f"synthetic curves as a population's best: {per_family} per family, seed 1\n")
+    for group in ("set", "family"):
+        print(table(cases, group).to_string(index=False), end="\n\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small run for a smoke test")
+    parser.add_argument(
+        "--synthetic-best",
+        action="store_true",
+        help="forecast the synthetic curves as a population's best towards a target is forecast (recent max)",
+    )
     parser.add_argument("--calibrate", action="store_true", help="print the calibration table (seed 0 curves)")
     parser.add_argument("--per-family", type=int, default=60, help="synthetic curves per family (full run)")
     parser.add_argument(
@@ -542,6 +581,10 @@ def main() -> None:
         print(f"({time.perf_counter() - started:.0f} s; horizons beyond {MAX_RELATIVE_HORIZON:g} are refused)")
         return
     per_family = 8 if args.quick else args.per_family
+    if args.synthetic_best:
+        print_synthetic_best(per_family)
+        print(f"({time.perf_counter() - started:.0f} s)")
+        return
     synthetic = run(synthetic_curves(per_family, seed=1), seed=1, generations_truth=args.generations_truth)
     synthetic["set"] = "synthetic"
     results = [synthetic]

@@ -337,7 +337,8 @@ def fit_best_curve(
     its final value has 0.76 and 0.67 of the last score's error (30% and 50% of a run observed),
     where the learning curve fitted to the best score had 1.04 and 0.99 (README, Known limits).
     A best whose robust noise is 0 (a straight line, a staircase, a long plateau) leaves its
-    interval nothing to scale by, so it gets the learning curve (`best_target_forecast`). Without a
+    interval nothing to scale by, and one that climbs more than a noise a generation is a shape
+    rather than a noisy maximum: both get the learning curve (`best_target_forecast`). Without a
     target: the learning curve, because when a curve flattens is a question about its shape, which
     the recent maximum does not model."""
     scored = progress["best"].count()
@@ -351,9 +352,12 @@ def fit_best_curve(
 
 def best_target_forecast(progress: pd.DataFrame) -> BestForecast | LearningCurve:
     """`fit_best_curve`'s forecast towards a target: the recent-maximum forecast, or the learning
-    curve for a best whose robust noise is 0. Raises as `forecast_best` does."""
+    curve for a best whose robust noise is 0 or that climbs steadily (`BestForecast.climbs_steadily`).
+    Raises as `forecast_best` does."""
     towards_target = forecast_best(progress)
-    return towards_target if towards_target.noise > 0 else _best_learning_curve(progress)
+    if towards_target.noise == 0 or towards_target.climbs_steadily:
+        return _best_learning_curve(progress)
+    return towards_target
 
 
 def _best_learning_curve(progress: pd.DataFrame) -> LearningCurve:

@@ -75,6 +75,15 @@ def test_generations_to_a_target_are_read_at_the_calibrated_passage_levels() -> 
     assert (first(low), first(middle), first(high)) == (1, 2, 5)
 
 
+def test_a_best_climbs_steadily_when_its_trend_is_more_than_one_noise_a_generation() -> None:
+    scattering = pd.DataFrame({"best": [2.0 * g + 3.0 * (-1) ** g for g in range(1, 13)]}, index=range(1, 13))
+    falling = pd.DataFrame({"best": -ZIGZAG["best"].to_numpy()}, index=ZIGZAG.index)
+
+    assert forecast_best(ZIGZAG).climbs_steadily  # 2 a generation, noise 0.73: 2.75 noise units
+    assert not forecast_best(scattering).climbs_steadily  # 2 a generation, noise 7.26: 0.28
+    assert not forecast_best(falling).climbs_steadily
+
+
 def test_fewer_than_ten_generations_are_all_recent_and_missing_scores_are_left_out() -> None:
     short = ZIGZAG.head(9).copy()  # 1.7, 4.3, ..., 17.7 at generations 1..9
     short.loc[10, "best"] = np.nan  # a generation without a best score yet

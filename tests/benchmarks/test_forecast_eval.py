@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from benchmarks._curves import Curve, Population
+from elitemon.analytics.best_forecast import BestForecast, forecast_best
 from elitemon.analytics.learning_curves import fit_learning_curve
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -110,6 +111,35 @@ def test_a_curve_from_a_population_is_also_forecast_by_the_population_on_the_sam
     # half's trend (0.35 g: b = 0.35, tau = 20 / 4 = 5) adds 0.35 * 5 (1 - exp(-4)) = 1.717948: 6.663000,
     # where the truth is 3.5, over a range of 3.4.
     assert aware.final_error == pytest.approx((6.663000 - 3.5) / 3.4, abs=1e-5)
+
+
+def test_a_steadily_climbing_best_is_scored_as_the_report_forecasts_it_and_by_the_recent_maximum(
+    forecast_eval: ModuleType,
+) -> None:
+    # 0.5 g -+ 0.05 over 40 generations: a best that climbs 0.5 a generation with a noise of 0.12,
+    # a steady climber (more than one noise a generation), taken as a population's best.
+    generations = np.arange(1, 41, dtype=float)
+    curve = Curve(
+        "toy best", 0.5 * generations + 0.05 * (-1) ** generations, lambda g: 0.5 * np.asarray(g), member="best"
+    )
+
+    def methods(curve: Curve) -> dict[str, object]:
+        def recent_max_always(n: int) -> BestForecast:
+            return forecast_best(pd.DataFrame({"best": curve.scores[:n]}, index=range(1, n + 1)))
+
+        return {**forecast_eval._forecasters(curve), "recent max, always": recent_max_always}
+
+    cases = forecast_eval.run([curve], seed=0, methods=methods).set_index(["method", "fraction"])
+
+    # The report's forecast of such a best is its learning curve: the ensemble's, to the last digit.
+    for column in ("final_error", "generations_error", "final_covered"):
+        assert (cases.loc[("recent max", 0.5), column] == cases.loc[("ensemble", 0.5), column]).all()
+    # Its recent maximum's damped trend stops the climb short: at 50%, 20 generations ahead, it
+    # adds at most m tau = 0.5 * 2 = 1 to 10.05, where the line is at 20.
+    assert cases.loc[("recent max, always", 0.5), "final_error"] > 0.4
+    assert cases.loc[("ensemble", 0.5), "final_error"] < 0.05
+    # Every method on the same target: the same baselines.
+    assert cases.xs(0.5, level="fraction")["generations_error_linear"].nunique() == 1
 
 
 def test_the_bootstrap_intervals_resample_whole_runs_not_single_forecasts(forecast_eval: ModuleType) -> None:
