@@ -2,7 +2,7 @@
 
     python benchmarks/forecast_eval.py               # the full run (8 min on 2 cores)
     python benchmarks/forecast_eval.py --quick       # a smoke test (under 30 s): few curves, no Q-learning
-    python benchmarks/forecast_eval.py --synthetic-best   # the best's target forecast on smooth curves (2 min)
+    python benchmarks/forecast_eval.py --synthetic-best   # the best's target forecast on smooth curves (75 s)
     python benchmarks/forecast_eval.py --calibrate --per-family 100   # learning_curves._CALIBRATION (3.5 min)
     python benchmarks/forecast_eval.py --calibrate --per-family 100 --with-pbt   # pooled with real PBT curves
     python benchmarks/forecast_eval.py --calibrate-population   # population_forecast's and best_forecast's (15 min)
@@ -467,8 +467,8 @@ def _calibration_forecaster(curve: Curve, *, best: bool) -> Callable[[int], Agen
     """What `calibrate_population` and `calibrate_passage` forecast `curve` with, from its first n
     generations: the population-aware forecast of a real agent or mean curve, or with `best` the
     recent maximum of a real best curve; None for any other curve. The forecaster gives None for a
-    cut the calibration leaves out: one refused (`NothingToExtrapolate`), or a best without noise,
-    which `best_target_forecast` gives the learning curve."""
+    cut the calibration leaves out: one refused (`NothingToExtrapolate`), or a best that
+    `best_target_forecast` gives the learning curve (without noise, or climbing steadily)."""
     forecaster = _forecasters(curve).get("recent max" if best else "population")
     if forecaster is None:
         return None
@@ -526,7 +526,7 @@ def main() -> None:
     parser.add_argument(
         "--synthetic-best",
         action="store_true",
-        help="forecast the synthetic curves as a population's best towards a target is forecast (recent max)",
+        help="score the synthetic curves taken as a population's best, forecast towards a target as the report does",
     )
     parser.add_argument("--calibrate", action="store_true", help="print the calibration table (seed 0 curves)")
     parser.add_argument("--per-family", type=int, default=60, help="synthetic curves per family (full run)")

@@ -112,9 +112,9 @@ class BestForecast(ObservedSpan, CalibratedForecast):
     def climbs_steadily(self) -> bool:
         """Whether the trend is more than STEADY_CLIMB_IN_NOISE noise units a generation (for a rising
         best without noise, always). Such a best is a shape, not the luck of a maximum, and
-        `convergence.best_target_forecast` gives it the learning curve: the calibration runs' PBT
-        bests never rose faster than 1.31 noise units a generation, so this forecast has not been
-        calibrated there. On the synthetic curves taken as bests (`python
+        `convergence.best_target_forecast` gives it the learning curve: at the calibration's cuts the
+        PBT bests never rose faster than 1.31 noise units a generation, so this forecast has not
+        been calibrated there. On the synthetic curves taken as bests (`python
         benchmarks/forecast_eval.py --synthetic-best`, 30% / 50% observed), this forecast for
         every best had 1.29 / 1.01 of a straight line's error in generations-to-target and an
         interval covering the final value 0.38 / 0.41 of the time; with the steady climbers given
