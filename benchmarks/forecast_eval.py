@@ -26,7 +26,8 @@ Three forecasters: the learning-curve ensemble (`ensemble`: learning_curves.py, 
 on every curve; for a real agent or mean curve also the population-aware forecast (`population`:
 population_forecast.py, from every agent's scores and the exploits up to n); and for a real best
 curve also the forecast `convergence_report` makes towards a target (`recent max`:
-best_forecast.py, or the learning curve for a best without noise), each on the same target.
+best_forecast.py, or the learning curve for a best without noise or one that climbs steadily), each
+on the same target.
 Baselines: the last observed value (it predicts no further change), and a straight line through
 the last k = 10 observed points. Two columns say how much room there is to beat the last value:
 `now/last` is the error of the truth at the cut (a perfect nowcast, which no forecaster has) over

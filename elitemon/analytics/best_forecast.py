@@ -39,15 +39,14 @@ scores and the population's spread did no better as the scale). Generations-to-t
 with a straight line through the last 10 scores. A best score whose robust noise is 0 (a straight
 line, a staircase, a long plateau) has nothing to size this interval by, and would get one of no
 width: `convergence.fit_best_curve` gives such a best the learning curve instead, whose
-uncertainty has parts that do not vanish with the noise, and so it does a best that climbs more than
-one noise a generation (`BestForecast.climbs_steadily`): a shape, which the damped trend would cut
-short and the calibration never saw. Where the best is a smooth curve, the learning curve is still
-the better forecast of when it reaches a target (`--synthetic-best`: 0.76 / 0.70 of a straight
-line's error against 0.98 / 0.94); below one noise a generation the trend alone does not tell the
+uncertainty has parts that do not vanish with the noise; it does the same for a best that climbs
+more than one noise a generation (`BestForecast.climbs_steadily`): a shape, which the damped trend
+would cut short and the calibration never saw. Where the best is a smooth curve, the learning
+curve is still the better forecast of when it reaches a target (`--synthetic-best`: 0.76 / 0.70 of
+a straight line's error against 0.98 / 0.94); below one noise a generation the trend alone does not tell the
 two kinds apart (the PBT bests there, most of them under half a noise, had a better final value
-from the recent maximum). One that has never moved is refused
-(`NothingToExtrapolate`), as the ensemble refuses it: nothing says when an exploit or a late
-discovery will lift it.
+from the recent maximum). One that has never moved is refused (`NothingToExtrapolate`), as the
+ensemble refuses it: nothing says when an exploit or a late discovery will lift it.
 """
 
 from __future__ import annotations
