@@ -8,13 +8,15 @@ cross nodes, did the targets improve more often than agents left alone, and who 
 
 The result that triggered an exploit (the target's last result before it was replaced) is the
 target's score at the exploit's `generation` or the next one, whichever was written closest in time to
-the exploit event. Both are needed. A custom loop reports that result at `generation` just before
-calling `report_exploit`. Ray Tune 2.60 runs the scheduler before it updates `trial.last_result`, so
-an asynchronous PBT exploit (Tune's default) records the target's *previous* iteration as its
-`generation`, and the callback writes the triggering result (at `generation` + 1) a millisecond after
-the event. A restored target's results come a restore and a training step later, from the source's
-generation on, so it may report a generation twice: nothing here relies on "the last score before
-the event" or on generations being unique.
+the exploit event. A custom loop reports that result at `generation` just before calling
+`report_exploit`. The Tune callback records the exploit at the triggering result's generation and
+writes that result a millisecond after the event: Ray Tune 2.60 runs the scheduler before it updates
+`trial.last_result`, so Tune's own record of an asynchronous PBT exploit names the target's
+*previous* iteration, which the payload keeps as `target_generation`. An event whose `generation`
+is that previous iteration (from a writer that takes Tune's figure) has its triggering result at
+`generation` + 1, hence the next one too. A restored target's results come a restore and a training
+step later, from the source's generation on, so it may report a generation twice: nothing here
+relies on "the last score before the event" or on generations being unique.
 """
 
 from __future__ import annotations
@@ -209,7 +211,9 @@ def migration_outcomes(events: pd.DataFrame) -> pd.DataFrame:
         right_on="exploit_ts",
         by="agent",
     )
-    first = matched.dropna(subset=["exploit"]).groupby("exploit").first()
+    # Whole rows: groupby().first() would take each column's first non-null value on its own, and
+    # pair one event's type with a later event's latency.
+    first = matched.dropna(subset=["exploit"]).drop_duplicates("exploit", keep="first").set_index("exploit")
     first.index = first.index.astype("int64")
     outcome = np.full(len(table), MigrationOutcome.PENDING.value, dtype=object)
     latency = np.full(len(table), np.nan)
@@ -257,8 +261,9 @@ def exploit_effects(
 ) -> pd.DataFrame:
     """exploits(events) plus, per exploit: `score_before` (the target's score at the exploit),
     `score_after` (its score k generations after the restore), `gain` = score_after - score_before, and
-    `improved` (any of the k scores after the restore > score_before; <NA> when not all k generations
-    after the restore are observed, e.g. the run is still going or the target was exploited again).
+    `improved` (any of the k scores after the restore that are observed > score_before; <NA> when the
+    score k generations after the restore is not observed, e.g. the run is still going or the target
+    was exploited again, or there is no score at the exploit).
 
     The score at the exploit is the score of the result that triggered it (see the module docstring).
     The k generations after the restore are source_generation + 1 .. + k (without a source_generation:
@@ -298,8 +303,13 @@ def exploit_effectiveness(
 
 def lineage(events: pd.DataFrame, agents: Iterable[str] = ()) -> Lineage:
     """The lineage DAG of the run from its exploit events (see Lineage); `agents` adds the original
-    lives of agents that never took part in an exploit, so a tree view can show every agent."""
+    lives of agents that never took part in an exploit, so a tree view can show every agent.
+
+    An exploit whose source agent is unknown (null `source_agent`) still starts a new life of its
+    target, with no edge into it: the target was replaced, by whom is not known. One whose target is
+    unknown (null `agent`) has no life to start and is left out."""
     table = exploits(events)
+    table = table[table["agent"].notna()]
     lives: dict[str, list[LineageNode]] = {}
 
     def current(agent: str) -> LineageNode:
@@ -309,13 +319,15 @@ def lineage(events: pd.DataFrame, agents: Iterable[str] = ()) -> Lineage:
 
     edges: list[LineageEdge] = []
     for row in table.itertuples(index=False):
-        parent = current(row.source_agent)
+        parent = None if pd.isna(row.source_agent) else current(row.source_agent)
         replaced = current(row.agent)
         target_generation = None if pd.isna(row.generation) else int(row.generation)
         source_generation = None if pd.isna(row.source_generation) else int(row.source_generation)
         lives[row.agent][-1] = dataclasses.replace(replaced, end_generation=target_generation)
         child = LineageNode(f"{row.agent}#{replaced.index + 1}", row.agent, replaced.index + 1, source_generation, None)
         lives[row.agent].append(child)
+        if parent is None:
+            continue
         edges.append(
             LineageEdge(
                 parent.id,
@@ -419,10 +431,12 @@ def _control(lives: _Lives, k: int) -> tuple[int, int]:
 
 def _score_rows(samples: pd.DataFrame, score_metric: str) -> pd.DataFrame:
     """Every reported score (agent, generation, ts, value), oldest first; rows without a generation or
-    with a NaN score are left out (a missing score is not a zero score)."""
+    with a NaN or infinite score are left out (a missing score is not a zero score), as
+    population.py leaves them out."""
     samples = plain_copy(samples, "samples", SAMPLE_COLUMNS)
     rows = samples[(samples["kind"] == "agent") & (samples["metric"] == score_metric)]
     rows = rows.dropna(subset=["generation", "value"])
+    rows = rows[np.isfinite(rows["value"].to_numpy(dtype=float))]
     return (
         pd.DataFrame(
             {

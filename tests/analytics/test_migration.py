@@ -143,6 +143,23 @@ def test_outcome_belongs_to_the_latest_exploit_before_it() -> None:
     assert stats.latency.count == 1 and stats.latency.max_s == 5.0  # the orphan 3.0 s is not counted
 
 
+def test_an_outcome_is_the_first_end_event_whole() -> None:
+    """The first completion after the exploit decides both the outcome and the latency: a later
+    completion's latency does not fill in a first one that has none."""
+    first_completion = event("migration_completed", 11.0, "x", 2, {}) | {"payload": None}
+    events = store_frame(
+        "events",
+        [
+            exploit(10.0, "x", "y", 1, 1),
+            first_completion,
+            event("migration_completed", 12.0, "x", 2, {"latency_s": 99.0}),
+        ],
+    )
+    table = migration_outcomes(events)
+    assert table["outcome"].tolist() == [MigrationOutcome.COMPLETED]
+    assert table["latency_s"].isna().tolist() == [True]
+
+
 def test_unknown_nodes_leave_the_cross_node_share() -> None:
     events = store_frame(
         "events",
@@ -248,6 +265,42 @@ def test_nan_score_and_exploit_without_generation() -> None:
     result = exploit_effectiveness(samples, events, k=1)
     # x's life 1 holds generation 3 only (the NaN at 2 is dropped); y: windows 1->2, 2->3, not rising
     assert (result.control_windows, result.control_improved) == (2, 0)
+
+
+def test_an_unknown_score_is_missing_and_a_window_needs_only_its_last_generation() -> None:
+    """An infinite score is missing, as in population.py; a window is judged when the score k
+    generations after the restore is there, even with one inside it missing."""
+    samples = store_frame(
+        "samples",
+        [score("x", 1, 1.0, 1), score("x", 2, float("inf"), 2), score("x", 3, 2.0, 3)]
+        + [score("x", 4, 5.0, 5), score("x", 6, 0.5, 6)]
+        + [score("y", g, 5.0, g) for g in range(1, 7)],
+    )
+    events = store_frame("events", [exploit(2.5, "x", "y", 3, 3)])
+    effects = exploit_effects(samples, events, k=3)
+    # before: generation 3 (2.0; the inf at 2 is not a score); after the restore at 3: 4 = 5.0, 5
+    # missing, 6 = 0.5: judged on the scores there are, max(5.0, 0.5) > 2.0
+    assert effects["score_before"].tolist() == [2.0]
+    assert effects["score_after"].tolist() == [0.5]
+    assert effects["improved"].tolist() == [True]
+    result = exploit_effectiveness(samples, events, k=1)
+    # x's old life holds generations 1 and 3 only (the inf at 2 is dropped): no window of 1 in it
+    assert (result.control_windows, result.control_improved) == (5, 0)  # y: 1..5, constant
+
+
+def test_lineage_starts_a_life_for_an_exploit_from_an_unknown_source() -> None:
+    events = store_frame(
+        "events",
+        [exploit(1.0, "x", "y", 2, 2), exploit(2.0, "y", None, 3, None), exploit(3.0, None, "x", 4, 4)],
+    )
+    tree = lineage(events)
+    assert [(n.id, n.start_generation, n.end_generation) for n in tree.nodes] == [
+        ("x#0", None, 2),
+        ("x#1", 2, None),
+        ("y#0", None, 3),
+        ("y#1", None, None),  # replaced, by whom is not known: a new root
+    ]
+    assert [(e.parent, e.child) for e in tree.edges] == [("y#0", "x#1")]
 
 
 def test_lineage_is_a_forest_of_lives_even_with_cycles(run) -> None:
