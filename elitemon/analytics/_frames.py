@@ -17,18 +17,24 @@ def require_columns(frame: Any, argument: str, columns: tuple[str, ...]) -> None
 
 
 def require_datetime_ts(frame: pd.DataFrame, argument: str) -> None:
-    if not pd.api.types.is_datetime64_any_dtype(frame["ts"]):
+    """A ValueError naming `argument` unless its `ts` column holds datetimes (or it has no rows: a table
+    built empty by hand has an untyped column)."""
+    if len(frame) and not pd.api.types.is_datetime64_any_dtype(frame["ts"]):
         raise ValueError(f"{argument}: column 'ts' must hold datetimes, but has dtype {frame['ts'].dtype}.")
 
 
 def plain_copy(frame: Any, argument: str, columns: tuple[str, ...]) -> pd.DataFrame:
     """A checked copy of `frame` with text columns as plain objects (the store gives categoricals, which
     cannot be compared across columns, and pandas' own string dtype cannot be joined with objects) and
-    `ts` in UTC."""
+    `ts` in UTC at the store's microseconds (tables built by hand often hold nanoseconds, and pandas
+    joins two tables on time only in one unit)."""
     require_columns(frame, argument, columns)
     frame = frame.copy()
     for column in frame.columns:
         if isinstance(frame[column].dtype, pd.CategoricalDtype | pd.StringDtype):
             frame[column] = frame[column].astype(object)
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    try:
+        frame["ts"] = pd.to_datetime(frame["ts"], utc=True).dt.as_unit("us")
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{argument}: column 'ts' must hold times, but {error}") from error
     return frame

@@ -16,6 +16,7 @@ configs drift over the generations, so raw scores would credit whichever paramet
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -33,6 +34,9 @@ SAMPLE_COLUMNS = ("ts", "kind", "source", "generation", "metric", "value")
 CONFIG_COLUMNS = ("ts", "agent", "generation", "param", "value", "text")
 #: Fewer rows than this cannot be split into a training and a held-out part worth scoring.
 MIN_SAMPLES = 10
+#: Held-out samples needed to score the forest: R^2 (and so every permutation importance) is
+#: undefined on one.
+MIN_HELD_OUT = 2
 MIN_CORRELATION_SAMPLES = 3
 
 
@@ -102,6 +106,8 @@ def config_scores(
 ) -> ConfigScores:
     """Join each agent's score at every generation to the config it trained with to get there.
 
+    `metrics` are further metric names to join (a sequence: one name is `metrics=("name",)`).
+
     The score at (agent, generation) is the agent's latest report of `score_metric` at that generation
     (a restored agent reports some generations twice); `metrics` are joined the same way. A param is
     numeric when every one of its config rows has a value, else categorical (by its text).
@@ -112,12 +118,13 @@ def config_scores(
     row (an exploit's new config is written just before the result that triggered the exploit) and
     keeps the config before. Ordering by write time is what places the results a restored agent
     reports again (generations source_generation + 1 ..) after its new config; the Tune callback
-    writes both from one process, so one clock. Two writers do not follow this yet: Ray Tune 2.60's
-    asynchronous PBT records the exploit at the target's previous iteration, so its triggering result
-    (one generation later) gets the new config when the restored agent does not report that
-    generation again; and `elitemon.report(..., config=)` writes the config after the result it came
-    with, so a custom loop's config counts from its next result on.
+    writes both from one process, so one clock, and writes an exploit's new config at the generation
+    of the result that triggered it, just before that result. One writer does not follow this yet:
+    `elitemon.report(..., config=)` writes the config after the result it came with, so a custom
+    loop's config counts from its next result on.
     """
+    if isinstance(metrics, str):
+        raise ValueError(f"metrics must be a sequence of metric names, not one string: use metrics=({metrics!r},)")
     metrics = (score_metric, *(m for m in metrics if m != score_metric))
     samples = plain_copy(samples, "samples", SAMPLE_COLUMNS)
     configs = plain_copy(configs, "configs", CONFIG_COLUMNS)
@@ -172,13 +179,14 @@ def hyperparameter_importance(
     """Rank the hyperparameters by how much the score depends on them (see ImportanceResult).
 
     Rows lacking a parameter value are left out (n_samples counts the rows used). They are split at
-    random (`test_fraction` held out, `seed`); a RandomForestRegressor(n_estimators, n_jobs=1) is fitted
-    on the rest, and sklearn's permutation_importance shuffles each column of the held-out rows
-    `n_repeats` times and reports the mean and std drop of R^2. Categorical parameters are
-    ordinal-encoded (code = index in the sorted list of their texts): a forest splits codes into any
-    groups in a few splits, and permuting one column keeps one importance per parameter (one-hot would
-    spread it over several columns). Raises ValueError when the score does not vary or there are
-    fewer than MIN_SAMPLES complete rows.
+    random (`test_fraction` held out, rounded up as scikit-learn's train_test_split does; `seed`); a
+    RandomForestRegressor(n_estimators, n_jobs=1) is fitted on the rest, and sklearn's
+    permutation_importance shuffles each column of the held-out rows `n_repeats` times and reports
+    the mean and std drop of R^2. Categorical parameters are ordinal-encoded (code = index in the
+    sorted list of their texts): a forest splits codes into any groups in a few splits, and
+    permuting one column keeps one importance per parameter (one-hot would spread it over several
+    columns). Raises ValueError when the score does not vary, there are fewer than MIN_SAMPLES
+    complete rows, or `test_fraction` holds out fewer than MIN_HELD_OUT of them or all of them.
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be between 0 and 1, but got {test_fraction=}")
@@ -191,6 +199,12 @@ def hyperparameter_importance(
     frame = frame.dropna(subset=[*table.params, score])
     if len(frame) < MIN_SAMPLES:
         raise ValueError(f"table: {len(frame)} complete samples; at least {MIN_SAMPLES} are needed")
+    held_out = math.ceil(test_fraction * len(frame))
+    if not MIN_HELD_OUT <= held_out < len(frame):
+        raise ValueError(
+            f"test_fraction={test_fraction} holds out {held_out} of {len(frame)} samples; "
+            f"between {MIN_HELD_OUT} and {len(frame) - 1} are needed"
+        )
     target = frame[score].to_numpy(dtype=float)
     if np.ptp(target) == 0.0:
         raise ValueError(f"table: {score!r} does not vary{' within generations' * relative_to_generation}")

@@ -134,6 +134,19 @@ def test_join_checks_its_arguments() -> None:
         config_scores(samples.drop(columns=["source"]), configs)
     with pytest.raises(ValueError, match="metrics: \\['lr'\\] are also hyperparameter names"):
         config_scores(samples, configs, metrics=["lr"])
+    with pytest.raises(ValueError, match="not one string: use metrics=\\('loss',\\)"):
+        config_scores(samples, configs, metrics="loss")  # would be 'l', 'o', 's', 's'
+    with pytest.raises(ValueError, match="samples: column 'ts' must hold times"):
+        config_scores(samples.assign(ts="yesterday"), configs)
+
+
+def test_tables_with_times_in_other_units_join() -> None:
+    """The store gives microseconds; a table built by hand often holds nanoseconds."""
+    configs = store_frame("configs", config("x", 0, 0.0, lr=0.1) + config("x", 2, 1.9, lr=0.2))
+    samples = store_frame("samples", [score("x", 1, 1.0, 1.0), score("x", 2, 2.0, 2.0), score("x", 3, 4.0, 3.0)])
+    in_nanoseconds = configs.assign(ts=configs["ts"].dt.as_unit("ns"))
+    joined = config_scores(samples, in_nanoseconds)
+    assert joined.frame[["generation", "lr"]].to_numpy().tolist() == [[1, 0.1], [2, 0.1], [3, 0.2]]
 
 
 def test_empty_input_gives_an_empty_table_that_importance_refuses() -> None:
@@ -252,6 +265,11 @@ def test_importance_refuses_what_it_cannot_rank() -> None:
         hyperparameter_importance(table(params, np.full(20, 1.0)))
     with pytest.raises(ValueError, match="test_fraction"):
         hyperparameter_importance(table(params, np.arange(20.0)), test_fraction=1.0)
+    # R^2 on one held-out sample is undefined, and so would be every importance
+    with pytest.raises(ValueError, match="test_fraction=0.01 holds out 1 of 20 samples; between 2 and 19"):
+        hyperparameter_importance(table(params, np.arange(20.0)), test_fraction=0.01)
+    with pytest.raises(ValueError, match="test_fraction=0.99 holds out 20 of 20 samples"):
+        hyperparameter_importance(table(params, np.arange(20.0)), test_fraction=0.99)
     with pytest.raises(ValueError, match="n_repeats=0"):
         hyperparameter_importance(table(params, np.arange(20.0)), n_repeats=0)
 
