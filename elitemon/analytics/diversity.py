@@ -331,9 +331,11 @@ def _resolve(param: str, rows: pd.DataFrame, spec: ParamSpec | None) -> ParamSpe
 
 def _config_rows(configs: pd.DataFrame) -> pd.DataFrame:
     """agent, param (str), generation (int, a missing one as 0), value (float, NaN if not numeric), label
-    (the text form) and ts, in ts order (stable: of two rows with the same ts the later one wins)."""
+    (the text form) and ts, in ts order (stable: of two rows with the same ts the later one wins). A
+    row with neither a value nor a text sets nothing and is left out."""
     require_columns(configs, "configs", CONFIG_COLUMNS)
     require_datetime_ts(configs, "configs")
+    configs = configs[configs["value"].notna() | configs["text"].notna()]
     values = pd.to_numeric(configs["value"]).astype(np.float64)
     rows = pd.DataFrame(
         {

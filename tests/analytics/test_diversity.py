@@ -290,6 +290,12 @@ def test_diversity_edge_cases():
     configs = make_configs([(0, "a", None, "x", 1.0), (0, "b", None, "x", 2.0)]).assign(text=None)
     report = diversity_index(configs, generation=0, specs={"x": ParamSpec(kind="categorical")})
     assert report.parameters["x"].index == 1.0  # "1.0" and "2.0", half each, of 2 categories
+    # A row with neither a value nor a text sets nothing: c keeps x = 3.0 and x stays numeric.
+    unset = make_configs([(0, "a", 0, "x", 1.0), (0, "b", 0, "x", 2.0), (0, "c", 0, "x", 3.0), (1, "c", 0, "x", 0.0)])
+    unset.loc[3, ["value", "text"]] = [np.nan, None]
+    report = diversity_index(unset, generation=0)
+    assert report.parameters["x"].spec.kind is ParamScale.LINEAR
+    assert report.parameters["x"].index == diversity_index(unset.iloc[:3], generation=0).parameters["x"].index
 
 
 def test_accepts_frames_as_the_store_returns_them():
