@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from elitemon.analytics._frames import require_columns
+from elitemon.analytics._frames import require_columns, require_datetime_ts
 
 SAMPLE_COLUMNS = ("ts", "kind", "node", "source", "generation", "metric", "value")
 EVENT_COLUMNS = ("ts", "type", "agent", "source_agent", "generation", "payload")
@@ -54,7 +54,9 @@ class PriceTable:
 
     A node costs `node_hour + cpus * cpu_hour + gpus * gpu_hour_for(model)` per hour. `gpu_hour` maps
     a GPU model to its price; a reported model name such as "NVIDIA A100-SXM4-80GB" matches the
-    longest key it contains (case-insensitive), and a GPU of unknown model costs `default_gpu_hour`.
+    longest key it contains as a whole word (case-insensitive; not next to another letter or digit,
+    so that "L4" does not price an "L40S", nor "A100" an "RTX A1000"), and a GPU of unknown model
+    costs `default_gpu_hour`.
     """
 
     cpu_hour: float = 0.04
@@ -92,7 +94,7 @@ class PriceTable:
     def gpu_hour_for(self, model: str | None) -> float:
         """The price per hour of one GPU of `model` (see the class docstring for the matching)."""
         if model:
-            matches = [key for key in self.gpu_hour if key.lower() in model.lower()]
+            matches = [key for key in self.gpu_hour if _contains_word(model, key)]
             if matches:
                 return self.gpu_hour[max(matches, key=len)]
         return self.default_gpu_hour
@@ -100,6 +102,11 @@ class PriceTable:
     def node_hour_for(self, cpus: int, gpus: int, gpu_model: str | None) -> float:
         """The price per hour of one node with `cpus` CPUs and `gpus` GPUs of `gpu_model`."""
         return self.node_hour + cpus * self.cpu_hour + gpus * self.gpu_hour_for(gpu_model)
+
+
+def _contains_word(text: str, word: str) -> bool:
+    """Whether `word` is in `text` (case-insensitive) with no letter or digit right before or after it."""
+    return re.search(rf"(?<![a-z0-9]){re.escape(word.lower())}(?![a-z0-9])", text.lower()) is not None
 
 
 def _check_price(name: str, price: Any) -> None:
@@ -138,7 +145,10 @@ def node_usage(
     priced and a node's CPU count is unknown.
     """
     require_columns(samples, "samples", SAMPLE_COLUMNS)
+    require_datetime_ts(samples, "samples")
     _check_positive("stale_after_s", stale_after_s)
+    if now is not None and (not isinstance(now, pd.Timestamp) or now.tz is None):
+        raise ValueError(f"now must be a timezone-aware pandas Timestamp, as the samples' ts are, but got {now!r}.")
     machines = samples[samples["kind"].isin(["node", "gpu"]) & samples["node"].notna()]
     if machines.empty:
         raise ValueError("samples: no rows of kind 'node' or 'gpu' to find machines in; use usage_from_counts.")

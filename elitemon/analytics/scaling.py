@@ -31,7 +31,7 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 
 from elitemon.analytics import cost
-from elitemon.analytics._frames import require_columns
+from elitemon.analytics._frames import require_columns, require_datetime_ts
 
 SAMPLE_COLUMNS = ("ts", "kind", "node", "source", "generation", "metric", "value")
 OBSERVATION_COLUMNS = ("nodes", "throughput")
@@ -97,8 +97,7 @@ class ScalingSettings:
                 raise ValueError(f"{name} must be finite and > 0, but got {value!r}.")
         if isinstance(self.max_nodes, bool) or not isinstance(self.max_nodes, int) or self.max_nodes < 1:
             raise ValueError(f"max_nodes must be an integer >= 1, but got {self.max_nodes!r}.")
-        if not 0 <= self.default_serial_fraction <= 1:
-            raise ValueError(f"default_serial_fraction must be in [0, 1], but got {self.default_serial_fraction!r}.")
+        _check_serial_fraction(self.default_serial_fraction)
         unknown = [key for key in self.saturation if key not in set(Resource)]
         missing = [r.value for r in Resource if r not in self.saturation]
         if unknown or missing:
@@ -271,6 +270,7 @@ def fit_amdahl(observations: pd.DataFrame, *, default_serial_fraction: float = D
     """
     if not isinstance(observations, pd.DataFrame) or any(c not in observations for c in OBSERVATION_COLUMNS):
         raise ValueError(f"observations must be a DataFrame with columns {list(OBSERVATION_COLUMNS)}.")
+    _check_serial_fraction(default_serial_fraction)
     nodes = observations["nodes"].to_numpy(dtype=np.float64)
     throughput = observations["throughput"].to_numpy(dtype=np.float64)
     usable = np.isfinite(nodes) & np.isfinite(throughput)
@@ -442,11 +442,17 @@ def _with_explanation(r: ScalingRecommendation, settings: ScalingSettings, ceili
     return replace(r, explanation=text)
 
 
+def _check_serial_fraction(value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"default_serial_fraction must be a number in [0, 1], but got {value!r}.")
+
+
 def _counts(counts: tuple[int, ...]) -> str:
     return ", ".join(str(n) for n in counts)
 
 
 def _finite(samples: pd.DataFrame) -> pd.DataFrame:
     require_columns(samples, "samples", SAMPLE_COLUMNS)
+    require_datetime_ts(samples, "samples")
     values = pd.to_numeric(samples["value"], errors="coerce").astype(np.float64)
     return samples.assign(value=values)[np.isfinite(values.to_numpy())]

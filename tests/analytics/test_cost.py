@@ -48,10 +48,18 @@ def events_frame(rows: list[dict]) -> pd.DataFrame:
 
 def test_gpu_price_matches_the_longest_model_name_contained_case_insensitively() -> None:
     prices = PriceTable(gpu_hour={"A10": 1.0, "A100": 3.0}, default_gpu_hour=2.0)
-    assert prices.gpu_hour_for("NVIDIA A100-SXM4-80GB") == 3.0  # both keys are in the name: A100 is longer
+    assert prices.gpu_hour_for("NVIDIA A100-SXM4-80GB") == 3.0
     assert prices.gpu_hour_for("nvidia a10") == 1.0
     assert prices.gpu_hour_for("Tesla K80") == 2.0  # unknown model: the default
     assert prices.gpu_hour_for(None) == 2.0
+
+
+def test_gpu_price_matches_whole_model_names_only() -> None:
+    prices = PriceTable(gpu_hour={"L4": 0.8, "A100": 3.0, "A100-80GB": 3.5}, default_gpu_hour=2.0)
+    assert prices.gpu_hour_for("NVIDIA L4") == 0.8
+    assert prices.gpu_hour_for("NVIDIA L40S") == 2.0  # not an L4
+    assert prices.gpu_hour_for("NVIDIA RTX A1000") == 2.0  # not an A100
+    assert prices.gpu_hour_for("NVIDIA A100-80GB PCIe") == 3.5  # both match: the longer
 
 
 def test_node_price_adds_node_cpu_and_gpu_prices() -> None:
@@ -183,6 +191,10 @@ def test_node_usage_rejects_samples_without_machines_and_bad_arguments() -> None
         node_usage(pd.DataFrame({"ts": []}), PRICES)
     with pytest.raises(ValueError, match="stale_after_s"):
         node_usage(two_nodes(), PRICES, stale_after_s=0)
+    with pytest.raises(ValueError, match="samples: column 'ts' must hold datetimes"):
+        node_usage(two_nodes().assign(ts="2026-01-01"), PRICES)
+    with pytest.raises(ValueError, match="now must be a timezone-aware pandas Timestamp"):
+        node_usage(two_nodes(), PRICES, now=pd.Timestamp("2026-01-01"))
 
 
 def test_usage_from_counts() -> None:

@@ -181,6 +181,8 @@ def test_fit_amdahl_rejects_bad_observations() -> None:
         fit_amdahl(pd.DataFrame({"nodes": [math.nan], "throughput": [1.0]}))
     with pytest.raises(ValueError, match="observations"):
         fit_amdahl(pd.DataFrame({"n": [1]}))
+    with pytest.raises(ValueError, match="default_serial_fraction must be a number in \\[0, 1\\], but got 2.0"):
+        fit_amdahl(pd.DataFrame({"nodes": [2], "throughput": [10.0]}), default_serial_fraction=2.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,6 +265,8 @@ def test_recommendation_rejects_bad_input() -> None:
         recommend_scaling(run_samples(), target_throughput=0.0, prices=PRICES, settings=SETTINGS)
     with pytest.raises(ValueError, match="samples"):
         recommend_scaling(frame([]), target_throughput=1.0, prices=PRICES)
+    with pytest.raises(ValueError, match="samples: column 'ts' must hold datetimes"):
+        recommend_scaling(run_samples().assign(ts="2026-01-01"), target_throughput=1.0, prices=PRICES)
     idle = run_samples()
     idle.loc[idle["metric"] == "episodes_per_s", "value"] = 0.0
     with pytest.raises(ValueError, match="current episodes_per_s is 0"):
