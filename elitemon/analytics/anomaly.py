@@ -228,11 +228,29 @@ def robust_baseline(window: np.ndarray, *, with_slope: bool) -> Baseline:
     return Baseline(expected=level + slope * (n + 1) / 2.0, slope=slope, scale=scale)
 
 
-def _checked_value(value: float) -> float:
+def _checked_value(value: float | None) -> float:
+    """`value` as a float: None is a missing point (NaN), as in `detect_anomalies`."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"value: {value!r} is not a number; give a float, or NaN or None for a missing point.")
     value = float(value)
     if math.isinf(value):
         raise ValueError(f"value: infinite ({value!r}); give a finite float, or NaN for a missing point.")
     return value
+
+
+def _check_whole(name: str, value: Any, minimum: int, maximum: int | None = None, maximum_name: str = "") -> None:
+    """A ValueError naming `name` unless `value` is a whole number in [minimum, maximum]."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, but got {name}={value!r}.")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum_name} ({maximum}), but got {name}={value!r}.")
+
+
+def _check_thresholds(thresholds: Any) -> None:
+    if not isinstance(thresholds, SeverityThresholds):
+        raise ValueError(f"thresholds must be a SeverityThresholds, but got {thresholds!r}.")
 
 
 def _unscored(ts: float, value: float, expected: float = math.nan) -> AnomalyPoint:
@@ -270,12 +288,10 @@ class RobustDetector:
         spread_allowance: float = 1.5,
         spread_limit: float = 12.0,
     ) -> None:
-        if window < 4:
-            raise ValueError(f"window must be at least 4, but got {window=}.")
-        if not 2 <= min_history <= window:
-            raise ValueError(f"min_history must be between 2 and window ({window}), but got {min_history=}.")
-        if confirm < 1:
-            raise ValueError(f"confirm must be at least 1, but got {confirm=}.")
+        _check_whole("window", window, 4)
+        _check_whole("min_history", min_history, 2, window, "window")
+        _check_whole("confirm", confirm, 1)
+        _check_thresholds(thresholds)
         if not (math.isfinite(min_scale) and min_scale >= 0.0):
             raise ValueError(f"min_scale must be a finite number >= 0, but got {min_scale=}.")
         if not (math.isfinite(spread_allowance) and spread_allowance > 0.0):
@@ -462,14 +478,13 @@ class IsolationForestDetector:
         thresholds: SeverityThresholds = SeverityThresholds(info=0.62, warning=0.68, critical=0.75),
         seed: int = 0,
     ) -> None:
-        if feature_window < 2:
-            raise ValueError(f"feature_window must be at least 2, but got {feature_window=}.")
-        if not 2 <= min_train <= train_window:
-            raise ValueError(f"min_train must be between 2 and train_window ({train_window}), but got {min_train=}.")
-        if refit_every < 1:
-            raise ValueError(f"refit_every must be at least 1, but got {refit_every=}.")
-        if n_estimators < 1 or max_samples < 2:
-            raise ValueError(f"need n_estimators >= 1 and max_samples >= 2, but got {n_estimators=}, {max_samples=}.")
+        _check_whole("feature_window", feature_window, 2)
+        _check_whole("train_window", train_window, 2)
+        _check_whole("min_train", min_train, 2, train_window, "train_window")
+        _check_whole("refit_every", refit_every, 1)
+        _check_whole("n_estimators", n_estimators, 1)
+        _check_whole("max_samples", max_samples, 2)
+        _check_thresholds(thresholds)
         self.baseline = baseline if baseline is not None else RobustDetector()
         self.feature_window = feature_window
         self.train_window = train_window

@@ -225,6 +225,9 @@ def test_update_rejects_infinite_values_and_time_going_backwards() -> None:
     detector = RobustDetector()
     with pytest.raises(ValueError, match="value"):
         detector.update(0.0, math.inf)
+    with pytest.raises(ValueError, match="value: 'fast' is not a number"):
+        detector.update(0.0, "fast")
+    assert math.isnan(detector.update(0.0, None).value)  # missing, as detect_anomalies takes None
     detector.update(10.0, 1.0)
     detector.update(10.0, 1.0)  # the same timestamp twice is fine
     with pytest.raises(ValueError, match="ts"):
@@ -243,8 +246,11 @@ def test_update_accepts_aware_datetimes() -> None:
     [
         ({"window": 3}, "window"),
         ({"min_history": 1}, "min_history"),
-        ({"window": 10, "min_history": 11}, "min_history"),
+        ({"window": 10, "min_history": 11}, "min_history must be at most window \\(10\\)"),
+        ({"window": 10.5}, "window must be a whole number >= 4, but got window=10.5"),
+        ({"window": "10"}, "window must be a whole number"),
         ({"confirm": 0}, "confirm"),
+        ({"thresholds": None}, "thresholds must be a SeverityThresholds"),
         ({"min_scale": -1.0}, "min_scale"),
         ({"min_scale": math.nan}, "min_scale"),
         ({"spread_allowance": 0.0}, "spread_allowance"),
@@ -323,6 +329,8 @@ def test_forest_flags_a_spike_and_is_reproducible() -> None:
         ({"refit_every": 0}, "refit_every"),
         ({"n_estimators": 0}, "n_estimators"),
         ({"max_samples": 1}, "max_samples"),
+        ({"train_window": 99.5}, "train_window must be a whole number"),
+        ({"thresholds": (0.6, 0.7, 0.8)}, "thresholds must be a SeverityThresholds"),
     ],
 )
 def test_forest_detector_checks_its_arguments(kwargs, name) -> None:
