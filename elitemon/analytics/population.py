@@ -14,6 +14,7 @@ import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -377,12 +378,21 @@ def _agent_rows(samples: pd.DataFrame, metric: str) -> pd.DataFrame:
         {
             "ts": selected["ts"],
             "agent": selected["source"].astype(str),
-            "generation": pd.to_numeric(selected["generation"]).astype("Int64"),
-            "value": pd.to_numeric(selected["value"]).astype(np.float64),
+            "generation": _column_as(selected, "generation", "Int64", "whole numbers"),
+            "value": _column_as(selected, "value", np.float64, "numbers"),
         }
     )
     rows = rows[np.isfinite(rows["value"].to_numpy())]
     return rows.sort_values("ts", kind="stable").reset_index(drop=True)
+
+
+def _column_as(samples: pd.DataFrame, column: str, dtype: Any, what: str) -> pd.Series:
+    """samples[column] as `dtype`, or a ValueError naming the column (the store's tables always
+    convert; a table built by hand may not)."""
+    try:
+        return pd.to_numeric(samples[column]).astype(dtype)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"samples: column {column!r} must hold {what} ({error}).") from None
 
 
 def _epoch_seconds(ts: pd.Series) -> np.ndarray:

@@ -164,6 +164,10 @@ def test_bad_input_names_the_argument():
         score_distribution([1, 2, 3])
     with pytest.raises(ValueError, match="metric must be a non-empty string"):
         score_distribution(HISTORY, metric="")
+    with pytest.raises(ValueError, match="samples: column 'generation' must hold whole numbers"):
+        score_distribution(HISTORY.assign(generation=1.5))
+    with pytest.raises(ValueError, match="samples: column 'value' must hold numbers"):
+        score_distribution(HISTORY.assign(value="abc"))
 
 
 def test_accepts_frames_as_the_store_returns_them():
