@@ -67,13 +67,13 @@ class PriceTable:
 
     def __post_init__(self) -> None:
         for name in ("cpu_hour", "default_gpu_hour", "node_hour"):
-            _check_price(name, getattr(self, name))
+            _check_non_negative(name, getattr(self, name), what="price")
         if not isinstance(self.gpu_hour, Mapping):
             raise ValueError(f"gpu_hour must be a mapping of GPU model to price, but got {self.gpu_hour!r}.")
         for model, price in self.gpu_hour.items():
             if not isinstance(model, str) or not model:
                 raise ValueError(f"gpu_hour: GPU models must be non-empty strings, but got {model!r}.")
-            _check_price(f"gpu_hour[{model!r}]", price)
+            _check_non_negative(f"gpu_hour[{model!r}]", price, what="price")
         if not isinstance(self.currency, str) or not self.currency:
             raise ValueError(f"currency must be a non-empty string, but got {self.currency!r}.")
         object.__setattr__(self, "gpu_hour", MappingProxyType({k: float(v) for k, v in self.gpu_hour.items()}))
@@ -107,11 +107,6 @@ class PriceTable:
 def _contains_word(text: str, word: str) -> bool:
     """Whether `word` is in `text` (case-insensitive) with no letter or digit right before or after it."""
     return re.search(rf"(?<![a-z0-9]){re.escape(word.lower())}(?![a-z0-9])", text.lower()) is not None
-
-
-def _check_price(name: str, price: Any) -> None:
-    if isinstance(price, bool) or not isinstance(price, int | float) or not math.isfinite(price) or price < 0:
-        raise ValueError(f"{name} must be a finite price >= 0, but got {price!r}.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,8 +184,7 @@ def usage_from_counts(
     _check_count("nodes", nodes, minimum=1)
     _check_count("cpus_per_node", cpus_per_node, minimum=0)
     _check_count("gpus_per_node", gpus_per_node, minimum=0)
-    if not math.isfinite(hours) or hours < 0:
-        raise ValueError(f"hours must be finite and >= 0, but got {hours=}.")
+    _check_non_negative("hours", hours)
     hourly = prices.node_hour_for(cpus_per_node, gpus_per_node, gpu_model)
     row = (hours, cpus_per_node, gpus_per_node, gpu_model, hourly, hourly * hours, True)
     return pd.DataFrame([(f"node{i}", *row) for i in range(nodes)], columns=list(USAGE_COLUMNS))
@@ -431,8 +425,7 @@ def budget_burn(*, spent: float, hourly_cost: float, budget_threshold: float, ho
     the run's planned end, or a convergence forecast)."""
     _check_positive("budget_threshold", budget_threshold)
     for name, value in (("spent", spent), ("hourly_cost", hourly_cost), ("hours_ahead", hours_ahead)):
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be finite and >= 0, but got {value!r}.")
+        _check_non_negative(name, value)
     left = budget_threshold - spent
     if left <= 0:
         until_exhausted = 0.0
@@ -478,6 +471,11 @@ def _agent_rows(samples: pd.DataFrame, metric: str) -> pd.DataFrame:
 def _check_positive(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, but got {value!r}.")
+
+
+def _check_non_negative(name: str, value: Any, *, what: str = "number") -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite {what} >= 0, but got {value!r}.")
 
 
 def _check_count(name: str, value: Any, *, minimum: int) -> None:

@@ -151,10 +151,11 @@ class Target:
                 "give exactly one of threshold and within_percent_of_best, "
                 f"but got {self.threshold=} and {self.within_percent_of_best=}."
             )
-        if self.threshold is not None and not math.isfinite(self.threshold):
-            raise ValueError(f"threshold must be finite, but got {self.threshold=}.")
-        if self.within_percent_of_best is not None and not 0 <= self.within_percent_of_best < math.inf:
-            raise ValueError(f"within_percent_of_best must be finite and >= 0, but got {self.within_percent_of_best=}.")
+        if self.threshold is not None and not (_is_number(self.threshold) and math.isfinite(self.threshold)):
+            raise ValueError(f"threshold must be a finite number, but got {self.threshold=}.")
+        percent = self.within_percent_of_best
+        if percent is not None and not (_is_number(percent) and 0 <= percent < math.inf):
+            raise ValueError(f"within_percent_of_best must be a finite number >= 0, but got {percent=}.")
 
     def threshold_for(self, current_values: npt.ArrayLike) -> float | None:
         """The threshold in force given the agents' current values (None if relative and there are none)."""
@@ -384,6 +385,11 @@ def _agent_rows(samples: pd.DataFrame, metric: str) -> pd.DataFrame:
     )
     rows = rows[np.isfinite(rows["value"].to_numpy())]
     return rows.sort_values("ts", kind="stable").reset_index(drop=True)
+
+
+def _is_number(value: Any) -> bool:
+    """A real number, and not a bool (True is an int to Python, and no threshold)."""
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 def _column_as(samples: pd.DataFrame, column: str, dtype: Any, what: str) -> pd.Series:

@@ -209,6 +209,8 @@ def test_usage_from_counts() -> None:
         usage_from_counts(PRICES, nodes=0, hours=1, cpus_per_node=1)
     with pytest.raises(ValueError, match="hours"):
         usage_from_counts(PRICES, nodes=1, hours=math.inf, cpus_per_node=1)
+    with pytest.raises(ValueError, match="hours must be a finite number >= 0, but got '2'"):
+        usage_from_counts(PRICES, nodes=1, hours="2", cpus_per_node=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,6 +335,8 @@ def test_budget_burn_over_budget_idle_and_no_horizon() -> None:
         ({"spent": -1.0}, "spent"),
         ({"hourly_cost": math.nan}, "hourly_cost"),
         ({"hours_ahead": -2.0}, "hours_ahead"),
+        ({"spent": "1"}, "spent must be a finite number >= 0, but got '1'"),
+        ({"spent": True}, "spent"),
     ],
 )
 def test_budget_burn_rejects_bad_numbers_naming_them(arguments: dict, named: str) -> None:

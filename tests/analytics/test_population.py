@@ -264,8 +264,11 @@ def test_target_edge_cases():
     [
         ({}, "give exactly one of threshold and within_percent_of_best"),
         ({"threshold": 1.0, "within_percent_of_best": 5.0}, "give exactly one"),
-        ({"threshold": math.nan}, "threshold must be finite"),
-        ({"within_percent_of_best": -1.0}, "within_percent_of_best must be finite and >= 0"),
+        ({"threshold": math.nan}, "threshold must be a finite number"),
+        ({"threshold": "5"}, "threshold must be a finite number, but got self.threshold='5'"),
+        ({"threshold": True}, "threshold must be a finite number"),
+        ({"within_percent_of_best": -1.0}, "within_percent_of_best must be a finite number >= 0"),
+        ({"within_percent_of_best": "5"}, "within_percent_of_best must be a finite number >= 0"),
         ({"threshold": 1.0, "direction": "up"}, r"direction must be one of \['higher', 'lower'\]"),
         ({"threshold": 1.0, "metric": ""}, "metric must be a non-empty string"),
     ],
