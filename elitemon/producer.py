@@ -226,11 +226,14 @@ class Producer:
         (after `max_delay_s`, at `flush`, or at `max_batch_rows`). One conversion per batch instead
         of one per call costs a small fraction per row (a Tune result is about 30 rows; converting
         and checking them alone took most of the callback's time): for writers called on every
-        step. The price: rejects show in `stats()` after the cut instead of in a return value."""
+        step. The price: rejects show in `stats()` after the cut instead of in a return value. A row
+        without `ts` is stamped now, when it happened, not at the cut up to `max_delay_s` later
+        (rows of several results would share one time, and an event could precede an earlier one)."""
         table = table_name(table)
+        stamp = time.time()
         with self._lock:
             self._raise_if_closed()
-            self._raw[table].extend(rows)
+            self._raw[table].extend(row if "ts" in row else {**row, "ts": stamp} for row in rows)
             self._start_deadline(table)
             if len(self._raw[table]) >= self._max_batch_rows:
                 self._cut(table)

@@ -285,6 +285,17 @@ def test_appended_rows_are_checked_together_at_the_cut_and_land_once(store: Stor
     assert stats.rows_written == 6 and stats.rows_rejected == 2 and stats.rejects["value: NaN"] == 1
 
 
+def test_appended_rows_without_ts_are_stamped_when_appended_not_at_the_cut(store: Store, make_producer) -> None:
+    producer = make_producer(StoreSink(store), max_delay_s=60)  # cut at the flush only
+    before = time.time()
+    producer.append_rows("samples", _rows(2))
+    appended = time.time()
+    wait_for(lambda: time.time() > appended + 0.05, timeout_s=5, what="the clock to move past the append")
+    assert producer.flush(timeout=5)
+    stamps = _scan(store, "samples").column("ts").cast(pa.int64()).to_pylist()  # microseconds
+    assert len(stamps) == 2 and all(int(before * 1e6) <= ts <= appended * 1e6 for ts in stamps)
+
+
 def test_appended_rows_all_rejected_leave_nothing_due(store: Store, make_producer) -> None:
     producer = make_producer(StoreSink(store), max_delay_s=0.05)
     producer.append_rows("samples", [{**_rows(1)[0], "source": ""}])
