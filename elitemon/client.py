@@ -9,6 +9,7 @@ em.latest(kind="node", as_pandas=True)         # pandas DataFrame
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,9 @@ from elitemon.producer import Producer, RaySink
 from elitemon.query import Aggregation, select
 from elitemon.store import Health
 
+#: How long an explicit "host:port" Ray address gets to accept a connection before it is called unreachable.
+CONNECT_TIMEOUT_S = 5.0
+
 
 def ensure_ray(address: str | None = "auto") -> None:
     """Connect this process to Ray unless it already is. Raises ConnectionError with a hint."""
@@ -29,12 +33,38 @@ def ensure_ray(address: str | None = "auto") -> None:
         return
     if address == "auto" and not os.environ.get("RAY_ADDRESS"):
         _refuse_stale_cluster()
+    _require_listening(address)
     try:
         ray.init(address=address, namespace=aggregator.NAMESPACE, logging_level="WARNING", log_to_driver=False)
     except ConnectionError as error:
         raise ConnectionError(
             f"no Ray cluster at {address!r} ({error}); start one with `elitemon start` or `ray start --head`"
         ) from None
+
+
+def _require_listening(address: str | None) -> None:
+    """For an address "host:port" (or "ray://host:port"): a ConnectionError unless something accepts a
+    connection there within CONNECT_TIMEOUT_S. ray.init retries an unreachable address for minutes,
+    saying nothing of its own."""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\[\]/]+?)\]?:(\d+)", address or "")
+    if match is None:
+        return
+    host, port = match.group(1), int(match.group(2))
+    why = _unreachable(host, port)
+    if why is not None:
+        raise ConnectionError(
+            f"no Ray cluster at {address!r}: nothing answers on {host}:{port} ({why}); check the address, "
+            "or start one with `elitemon start` or `ray start --head`"
+        )
+
+
+def _unreachable(host: str, port: int) -> str | None:
+    """Why nothing accepted a connection to host:port within CONNECT_TIMEOUT_S; None if something did."""
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        return str(error) or type(error).__name__
+    return None
 
 
 def attach_or_start_local_ray(
@@ -73,12 +103,8 @@ def _refuse_stale_cluster(record: Path = Path("/tmp/ray/ray_current_cluster")) -
         host, _, port = record.read_text().strip().rpartition(":")
     except OSError:
         return  # no record: ray.init says there is no cluster
-    try:
-        socket.create_connection((host, int(port)), timeout=2).close()
-    except (OSError, ValueError):
-        raise ConnectionError(
-            f"the last Ray cluster started here ({host}:{port}, from {record}) is not running"
-        ) from None
+    if not port.isdigit() or _unreachable(host, int(port)) is not None:
+        raise ConnectionError(f"the last Ray cluster started here ({host}:{port}, from {record}) is not running")
 
 
 def connect(address: str | None = "auto", *, name: str = aggregator.NAME) -> Client:
