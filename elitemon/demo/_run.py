@@ -69,6 +69,10 @@ class DemoSettings:
             raise ValueError(f"cpus_per_agent must be in (0, 1], but got {self.cpus_per_agent=}.")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ValueError(f"time_budget_s must be positive, but got {self.time_budget_s=}.")
+        if self.target is not None and not math.isfinite(self.target):
+            raise ValueError(f"target must be a finite number, but got {self.target=}.")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0 (NumPy's seeds are), but got {self.seed=}.")
 
 
 @dataclass(frozen=True)

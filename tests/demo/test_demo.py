@@ -87,6 +87,10 @@ def test_hyperparameters_are_checked_and_explored_values_clipped() -> None:
         DemoSettings(agents=1)
     with pytest.raises(ValueError, match="env_id"):
         DemoSettings(env_id="CartPole-v1")
+    with pytest.raises(ValueError, match="target must be a finite number"):
+        DemoSettings(target=float("nan"))
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        DemoSettings(seed=-1)
 
 
 def test_cli_demo_rejects_bad_settings_before_starting_ray(capsys) -> None:

@@ -337,6 +337,12 @@ def test_cli_lists_the_candidates_when_the_score_is_ambiguous(tmp_path, capsys):
     assert main(["report", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r.html"), "--metric", "reward"]) == 0
 
 
+def test_cli_refuses_an_out_path_in_a_missing_directory_before_computing(tmp_path, capsys):
+    missing = tmp_path / "missing" / "r.html"
+    assert main(["report", "--data-dir", str(tmp_path), "--out", str(missing)]) == 2
+    assert f"--out: no directory '{missing.parent}'" in capsys.readouterr().err  # not 'no elitemon data'
+
+
 def test_an_empty_directory_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no elitemon data"):
         read_data_dir(tmp_path)
