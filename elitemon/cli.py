@@ -374,8 +374,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from elitemon.htmlreport import build_report, load_run  # imports matplotlib: only for this command
 
-    if not Path(args.out).parent.is_dir():  # before the report is computed, not after
-        raise ValueError(f"--out: no directory {str(Path(args.out).parent)!r} to write {args.out!r} into")
+    directory = Path(args.out).parent
+    if not directory.is_dir():  # before the report is computed, not after
+        raise ValueError(f"--out: no directory {str(directory)!r} to write {args.out!r} into")
     run = load_run(data_dir=args.data_dir, address=args.address, start=args.start)
     page = build_report(
         run.samples, run.events, run.configs, score_metric=args.metric, target=args.target, source=f"from {run.source}"

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
+
+
+def is_number(value: Any) -> bool:
+    """A real number, Python's or NumPy's, and not a bool (True is an int to Python, and no quantity)."""
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def is_whole_number(value: Any) -> bool:
+    """An integer, Python's or NumPy's, and not a bool."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def require_columns(frame: Any, argument: str, columns: tuple[str, ...]) -> None:

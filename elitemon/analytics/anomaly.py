@@ -61,6 +61,7 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import IsolationForest
 
+from elitemon.analytics._frames import is_number, is_whole_number
 from elitemon.schema import to_timestamp_us
 
 #: Inter-quartile range of a standard normal distribution: IQR / 1.349 estimates sigma.
@@ -232,7 +233,7 @@ def _checked_value(value: float | None) -> float:
     """`value` as a float: None is a missing point (NaN), as in `detect_anomalies`."""
     if value is None:
         return math.nan
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+    if not is_number(value):
         raise ValueError(f"value: {value!r} is not a number; give a float, or NaN or None for a missing point.")
     value = float(value)
     if math.isinf(value):
@@ -242,7 +243,7 @@ def _checked_value(value: float | None) -> float:
 
 def _check_whole(name: str, value: Any, minimum: int, maximum: int | None = None, maximum_name: str = "") -> None:
     """A ValueError naming `name` unless `value` is a whole number in [minimum, maximum]."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+    if not is_whole_number(value) or value < minimum:
         raise ValueError(f"{name} must be a whole number >= {minimum}, but got {name}={value!r}.")
     if maximum is not None and value > maximum:
         raise ValueError(f"{name} must be at most {maximum_name} ({maximum}), but got {name}={value!r}.")

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from elitemon.analytics._frames import require_columns, require_datetime_ts
+from elitemon.analytics._frames import is_whole_number, require_columns, require_datetime_ts
 
 SAMPLE_COLUMNS = ("ts", "kind", "node", "source", "generation", "metric", "value")
 EVENT_COLUMNS = ("ts", "type", "agent", "source_agent", "generation", "payload")
@@ -479,5 +479,5 @@ def _check_non_negative(name: str, value: Any, *, what: str = "number") -> None:
 
 
 def _check_count(name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+    if not is_whole_number(value) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, but got {value!r}.")

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from elitemon.analytics._frames import require_columns, require_datetime_ts
+from elitemon.analytics._frames import is_number, require_columns, require_datetime_ts
 
 AGENT_KIND = "agent"
 DEFAULT_SCORE_METRIC = "mean_return"
@@ -151,10 +151,10 @@ class Target:
                 "give exactly one of threshold and within_percent_of_best, "
                 f"but got {self.threshold=} and {self.within_percent_of_best=}."
             )
-        if self.threshold is not None and not (_is_number(self.threshold) and math.isfinite(self.threshold)):
+        if self.threshold is not None and not (is_number(self.threshold) and math.isfinite(self.threshold)):
             raise ValueError(f"threshold must be a finite number, but got {self.threshold=}.")
         percent = self.within_percent_of_best
-        if percent is not None and not (_is_number(percent) and 0 <= percent < math.inf):
+        if percent is not None and not (is_number(percent) and 0 <= percent < math.inf):
             raise ValueError(f"within_percent_of_best must be a finite number >= 0, but got {percent=}.")
 
     def threshold_for(self, current_values: npt.ArrayLike) -> float | None:
@@ -385,11 +385,6 @@ def _agent_rows(samples: pd.DataFrame, metric: str) -> pd.DataFrame:
     )
     rows = rows[np.isfinite(rows["value"].to_numpy())]
     return rows.sort_values("ts", kind="stable").reset_index(drop=True)
-
-
-def _is_number(value: Any) -> bool:
-    """A real number, and not a bool (True is an int to Python, and no threshold)."""
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 def _column_as(samples: pd.DataFrame, column: str, dtype: Any, what: str) -> pd.Series:

@@ -47,6 +47,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from elitemon import aggregator
+from elitemon.analytics._frames import is_number, is_whole_number
 from elitemon.analytics.anomaly import AnomalyPoint, RobustDetector, StreamingDetector
 from elitemon.bench.holomorphic import CpuHolomorphic, gpu_unavailable_reason, make_processor
 from elitemon.bench.measure import (
@@ -109,9 +110,9 @@ class WorkerConfig:
     anomaly_min_history: int = 10
 
     def __post_init__(self) -> None:
-        if not _is_int(self.frame_size) or self.frame_size < 4 or self.frame_size % 2:
+        if not is_whole_number(self.frame_size) or self.frame_size < 4 or self.frame_size % 2:
             raise ValueError(f"frame_size must be an even integer >= 4, but got {self.frame_size=}.")
-        if self.batch_frames is not None and (not _is_int(self.batch_frames) or self.batch_frames < 1):
+        if self.batch_frames is not None and (not is_whole_number(self.batch_frames) or self.batch_frames < 1):
             raise ValueError(f"batch_frames must be None or an integer >= 1, but got {self.batch_frames=}.")
         if self.signal not in SIGNALS:
             raise ValueError(f"signal must be one of {SIGNALS}, but got {self.signal=}.")
@@ -119,15 +120,15 @@ class WorkerConfig:
             object.__setattr__(self, "backend", Backend(self.backend))
         except ValueError:
             raise ValueError(f"backend must be one of {[b.value for b in Backend]}, but got {self.backend=}.") from None
-        if not _is_int(self.threads) or self.threads < 0:
+        if not is_whole_number(self.threads) or self.threads < 0:
             raise ValueError(f"threads must be an integer >= 0 (0: all CPUs), but got {self.threads=}.")
-        if not _is_number(self.report_interval_s) or not 0 < self.report_interval_s < math.inf:
+        if not is_number(self.report_interval_s) or not 0 < self.report_interval_s < math.inf:
             raise ValueError(f"report_interval_s must be a positive finite number, but got {self.report_interval_s=}.")
-        if not _is_int(self.seed):
+        if not is_whole_number(self.seed):
             raise ValueError(f"seed must be an integer, but got {self.seed=}.")
-        if not _is_int(self.anomaly_window) or self.anomaly_window < 4:
+        if not is_whole_number(self.anomaly_window) or self.anomaly_window < 4:
             raise ValueError(f"anomaly_window must be an integer >= 4, but got {self.anomaly_window=}.")
-        if not _is_int(self.anomaly_min_history) or not 2 <= self.anomaly_min_history <= self.anomaly_window:
+        if not is_whole_number(self.anomaly_min_history) or not 2 <= self.anomaly_min_history <= self.anomaly_window:
             raise ValueError(
                 f"anomaly_min_history must be an integer in [2, anomaly_window], but got {self.anomaly_min_history=}."
             )
@@ -189,9 +190,9 @@ class HolomorphicProcessingMonitor:
     def observe(self, ts: float, samples: int, seconds: float, readings: Mapping[str, float] | None = None) -> Report:
         """`samples` processed over the last `seconds`, at `ts` (epoch seconds); `readings` are
         further metrics of the same moment (GPU memory and utilisation)."""
-        if not _is_number(seconds) or not 0 < seconds < math.inf:
+        if not is_number(seconds) or not 0 < seconds < math.inf:
             raise ValueError(f"seconds must be a positive finite number, but got {seconds=}.")
-        if not _is_number(samples) or samples < 0:
+        if not is_number(samples) or samples < 0:
             raise ValueError(f"samples must be a number >= 0, but got {samples=}.")
         rate = samples / seconds
         metrics = {THROUGHPUT_METRIC: rate, BYTES_METRIC: rate * self.bytes_per_sample, **(readings or {})}
@@ -322,9 +323,9 @@ class HolomorphicWorker:
     def copy_bandwidth(self, nbytes: int | None = None, repeat: int = 5) -> float:
         """Bytes/s (read + written) of a large copy on this worker's device: a device-to-device copy
         on a GPU; on the CPU `np.copyto` with 1 and with the kernel's threads, the faster of the two."""
-        if nbytes is not None and (not _is_int(nbytes) or nbytes < 1 << 20):
+        if nbytes is not None and (not is_whole_number(nbytes) or nbytes < 1 << 20):
             raise ValueError(f"nbytes must be None or an integer of at least 1 MiB, but got {nbytes=}.")
-        if not _is_int(repeat) or repeat < 1:
+        if not is_whole_number(repeat) or repeat < 1:
             raise ValueError(f"repeat must be an integer >= 1, but got {repeat=}.")
         self._require_backend()
         nbytes = nbytes or DEFAULT_COPY_BYTES[self.backend]
@@ -434,11 +435,11 @@ def start_workers(
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    if count is not None and (not _is_int(count) or count < 1):
+    if count is not None and (not is_whole_number(count) or count < 1):
         raise ValueError(f"count must be None or an integer >= 1, but got {count=}.")
     if use_gpu not in ("auto", True, False):
         raise ValueError(f"use_gpu must be 'auto', True or False, but got {use_gpu=}.")
-    if not _is_number(num_cpus) or not 0 <= num_cpus < math.inf:
+    if not is_number(num_cpus) or not 0 <= num_cpus < math.inf:
         raise ValueError(f"num_cpus must be a finite number >= 0, but got {num_cpus=}.")
     if not isinstance(prefix, str) or not prefix:
         raise ValueError(f"prefix must be a non-empty string, but got {prefix=}.")
@@ -479,12 +480,12 @@ def start_workers(
 def _check_run(duration_s: Any, batches: Any, start_at: Any) -> None:
     if (duration_s is None) == (batches is None):
         raise ValueError(f"give exactly one of duration_s and batches, but got {duration_s=} and {batches=}.")
-    if duration_s is not None and (not _is_number(duration_s) or not 0 < duration_s <= MAX_RUN_S):
+    if duration_s is not None and (not is_number(duration_s) or not 0 < duration_s <= MAX_RUN_S):
         raise ValueError(f"duration_s must be a number in (0, {MAX_RUN_S:g}], but got {duration_s=}.")
-    if batches is not None and (not _is_int(batches) or batches < 1):
+    if batches is not None and (not is_whole_number(batches) or batches < 1):
         raise ValueError(f"batches must be an integer >= 1, but got {batches=}.")
     if start_at is not None:
-        if not _is_number(start_at) or not math.isfinite(start_at):
+        if not is_number(start_at) or not math.isfinite(start_at):
             raise ValueError(f"start_at must be epoch seconds, but got {start_at=}.")
         if start_at - time.time() > MAX_START_DELAY_S:
             raise ValueError(f"start_at is more than {MAX_START_DELAY_S:g} s ahead, but got {start_at=}.")
@@ -538,14 +539,6 @@ def _node_ip() -> str:
     except Exception:  # outside Ray: the host name stands for the node
         pass
     return platform.node() or "localhost"
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 def _finite(payload: dict[str, Any]) -> dict[str, Any]:
