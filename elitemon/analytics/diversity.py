@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from elitemon.analytics._frames import require_columns, require_datetime_ts
+from elitemon.analytics._frames import is_number, require_columns, require_datetime_ts
 
 CONFIG_COLUMNS = ("ts", "agent", "generation", "param", "value", "text")
 HIGH_DIVERSITY = 0.5
@@ -99,8 +99,8 @@ class ParamSpec:
             raise ValueError(f"a {self.kind} parameter has no categories, but got {self.categories=}.")
         for name in ("low", "high"):
             bound = getattr(self, name)
-            if bound is not None and not math.isfinite(bound):
-                raise ValueError(f"{name} must be finite, but got {bound!r}.")
+            if bound is not None and (not is_number(bound) or not math.isfinite(bound)):
+                raise ValueError(f"{name} must be a finite number, but got {bound!r}.")
             if bound is not None and self.kind is ParamScale.LOG and bound <= 0:
                 raise ValueError(f"a log-scale parameter needs a positive {name}, but got {bound!r}.")
         if self.low is not None and self.high is not None and self.low > self.high:

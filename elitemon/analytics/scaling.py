@@ -31,7 +31,7 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 
 from elitemon.analytics import cost
-from elitemon.analytics._frames import require_columns, require_datetime_ts
+from elitemon.analytics._frames import is_number, require_columns, require_datetime_ts
 
 SAMPLE_COLUMNS = ("ts", "kind", "node", "source", "generation", "metric", "value")
 OBSERVATION_COLUMNS = ("nodes", "throughput")
@@ -93,7 +93,7 @@ class ScalingSettings:
             raise ValueError(f"throughput_metric must be a non-empty string, but got {self.throughput_metric!r}.")
         for name in ("window_s", "network_bytes_per_s", "disk_bytes_per_s"):
             value = getattr(self, name)
-            if not math.isfinite(value) or value <= 0:
+            if not is_number(value) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be finite and > 0, but got {value!r}.")
         if isinstance(self.max_nodes, bool) or not isinstance(self.max_nodes, int) or self.max_nodes < 1:
             raise ValueError(f"max_nodes must be an integer >= 1, but got {self.max_nodes!r}.")
@@ -279,6 +279,8 @@ def fit_amdahl(observations: pd.DataFrame, *, default_serial_fraction: float = D
         raise ValueError("observations: no finite (nodes, throughput) pair.")
     if (nodes < 1).any() or (nodes != np.round(nodes)).any() or (throughput < 0).any():
         raise ValueError("observations: nodes must be whole numbers >= 1 and throughput >= 0.")
+    if not throughput.any():
+        raise ValueError("observations: throughput is 0 at every node count, which says nothing about how it scales.")
     counts = tuple(sorted({int(n) for n in nodes}))
 
     def level(s: float) -> float:
@@ -352,7 +354,7 @@ def recommend_scaling(
       UNREACHABLE if no node count up to settings.max_nodes reaches the target; else SCALE_OUT.
     """
     settings = settings or ScalingSettings()
-    if isinstance(target_throughput, bool) or not math.isfinite(target_throughput) or target_throughput <= 0:
+    if not is_number(target_throughput) or not math.isfinite(target_throughput) or target_throughput <= 0:
         raise ValueError(f"target_throughput must be finite and > 0, but got {target_throughput!r}.")
     require_columns(samples, "samples", SAMPLE_COLUMNS)
     utilisation = resource_utilisation(samples, settings)

@@ -152,7 +152,8 @@ def test_parameter_index_rejects_bad_values():
         ({"kind": "linear", "categories": ("a",)}, "a linear parameter has no categories"),
         ({"kind": "log", "low": 0.0}, "a log-scale parameter needs a positive low"),
         ({"kind": "linear", "low": 1, "high": 0}, "low must not exceed high"),
-        ({"kind": "linear", "high": math.inf}, "high must be finite"),
+        ({"kind": "linear", "high": math.inf}, "high must be a finite number"),
+        ({"kind": "linear", "low": "0.1"}, "low must be a finite number, but got '0.1'"),
     ],
 )
 def test_param_spec_rejects_bad_definitions(kwargs, message):

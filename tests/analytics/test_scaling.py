@@ -96,6 +96,7 @@ def test_resource_utilisation_without_system_rows_is_an_error() -> None:
     [
         ({"window_s": 0.0}, "window_s"),
         ({"network_bytes_per_s": math.inf}, "network_bytes_per_s"),
+        ({"window_s": "300"}, "window_s must be finite and > 0, but got '300'"),
         ({"default_serial_fraction": 1.5}, "default_serial_fraction"),
         ({"saturation": {Resource.CPU: 0.9}}, "saturation must have one threshold per resource"),
         ({"saturation": {**{r: 0.9 for r in Resource}, "tpu": 0.9}}, r"unknown \['tpu'\]"),
@@ -183,6 +184,8 @@ def test_fit_amdahl_rejects_bad_observations() -> None:
         fit_amdahl(pd.DataFrame({"n": [1]}))
     with pytest.raises(ValueError, match="default_serial_fraction must be a number in \\[0, 1\\], but got 2.0"):
         fit_amdahl(pd.DataFrame({"nodes": [2], "throughput": [10.0]}), default_serial_fraction=2.0)
+    with pytest.raises(ValueError, match="observations: throughput is 0 at every node count"):
+        fit_amdahl(pd.DataFrame({"nodes": [1, 2, 4], "throughput": [0.0, 0.0, 0.0]}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,6 +266,8 @@ def test_benchmark_observations_replace_the_run_windows() -> None:
 def test_recommendation_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="target_throughput"):
         recommend_scaling(run_samples(), target_throughput=0.0, prices=PRICES, settings=SETTINGS)
+    with pytest.raises(ValueError, match="target_throughput must be finite and > 0, but got '72'"):
+        recommend_scaling(run_samples(), target_throughput="72", prices=PRICES, settings=SETTINGS)
     with pytest.raises(ValueError, match="samples"):
         recommend_scaling(frame([]), target_throughput=1.0, prices=PRICES)
     with pytest.raises(ValueError, match="samples: column 'ts' must hold datetimes"):
