@@ -19,7 +19,7 @@ import math
 import socket
 import threading
 from collections.abc import Mapping
-from numbers import Number
+from numbers import Integral, Number
 from typing import Any
 
 from elitemon.producer import Producer, RaySink
@@ -80,7 +80,15 @@ class Reporter:
         `generation` is the target's generation before the exploit; `trigger_generation`, where it
         differs (Tune logs the target's previous result), the generation whose result triggered it,
         which becomes the event's `generation`. Extra keyword details (e.g. Tune's experiment tags)
-        go into the payload as they are."""
+        go into the payload as they are. A generation that is not a whole number >= 0 (or None) is a
+        ValueError naming it: the analytics could not place the copy."""
+        for name, value in (
+            ("generation", generation),
+            ("source_generation", source_generation),
+            ("trigger_generation", trigger_generation),
+        ):
+            if value is not None and (not isinstance(value, Integral) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"{name} must be a whole number >= 0 or None, but got {value!r}.")
         payload = {
             "target_generation": generation,
             "source_generation": source_generation,

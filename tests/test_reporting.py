@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
 import ray
 
 import elitemon
@@ -63,6 +65,19 @@ def test_report_exploit_is_an_event_with_both_agents_and_the_configs(tmp_path: P
     payload = json.loads(event["payload"])
     assert payload["operations"] == {"lr": "* 1.2"} and payload["new_config"] == {"lr": 0.012}
     assert payload["source_generation"] == 12
+    store.close()
+
+
+def test_report_exploit_refuses_a_generation_that_is_not_whole_and_writes_nothing(tmp_path: Path) -> None:
+    store = Store(StoreConfig(data_dir=tmp_path))
+    reporter = Reporter(Producer(StoreSink(store)), node="10.0.0.9")
+    for name, bad in (("source_generation", 2.5), ("generation", "10"), ("trigger_generation", -1)):
+        with pytest.raises(ValueError, match=f"{name} must be a whole number >= 0 or None, but got {bad!r}"):
+            reporter.report_exploit("agent-1", "agent-4", **{name: bad})
+    reporter.report_exploit("agent-1", "agent-4", generation=np.int64(3), source_generation=None)
+    assert reporter.producer.flush(timeout=10)
+    [event] = store.scan(select("events", type="exploit")).to_pylist()
+    assert event["generation"] == 3
     store.close()
 
 

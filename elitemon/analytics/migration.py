@@ -29,7 +29,7 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 
-from elitemon.analytics._frames import plain_copy
+from elitemon.analytics._frames import is_number, plain_copy
 
 SCORE_METRIC = "mean_return"
 EVENT_COLUMNS = ("ts", "type", "agent", "source_agent", "node", "source_node", "generation", "payload")
@@ -172,7 +172,7 @@ def exploits(events: pd.DataFrame) -> pd.DataFrame:
     table = rows[["ts", "agent", "source_agent", "node", "source_node"]].reset_index(drop=True)
     return table.assign(
         generation=pd.array(rows["generation"], dtype="Int64"),
-        source_generation=pd.array([p.get("source_generation") for p in payloads], dtype="Int64"),
+        source_generation=pd.array([_source_generation(p) for p in payloads], dtype="Int64"),
         cross_node=cross,
     )
 
@@ -483,6 +483,16 @@ def _latency(payload: dict) -> float:
     """A migration_completed payload's latency_s, NaN when it is missing or not a number."""
     value = payload.get("latency_s")
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else np.nan
+
+
+def _source_generation(payload: dict) -> int | None:
+    """The payload's source_generation: a whole number (JSON may write it as 3.0) or None."""
+    value = payload.get("source_generation")
+    if value is None:
+        return None
+    if not is_number(value) or not float(value).is_integer():
+        raise ValueError(f"events: an exploit payload's source_generation must be a whole number, but got {value!r}.")
+    return int(value)
 
 
 def _payload(text: object) -> dict:
