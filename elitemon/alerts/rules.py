@@ -194,13 +194,27 @@ class Rule:
 class RuleFile:
     """A loaded rule file. `values` are the file's named constants (such as `budget_threshold`): the
     evaluator must pass them to `Expression.evaluate` alongside the signals. `sections` holds the
-    pass-through sections as plain data and `section_lines` the 1-based line of each one's key."""
+    pass-through sections as plain data and `positions` the 1-based (line, column) of each section's
+    key and of every key and list item inside it, by path as their owners' messages name them
+    (`settings`, `settings.evaluation_interval`, `route.routes[0].receiver`)."""
 
     rules: tuple[Rule, ...]
     values: Mapping[str, float]
     sections: Mapping[str, Any]
-    section_lines: Mapping[str, int]
+    positions: Mapping[str, tuple[int, int]]
     filename: str = "<string>"
+
+    def position_of(self, message: str) -> tuple[int, int] | None:
+        """Where a pass-through section's problem lies, when its message starts with a path
+        (`route.routes[1].group_wait: ...`): the deepest part of that path the file has (the key
+        itself, else the nearest enclosing one). None when the message names no path in the file."""
+        path = message.split(":", 1)[0]
+        while path:
+            if path in self.positions:
+                return self.positions[path]
+            shorter = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", path)
+            path = shorter if shorter != path else ""
+        return None
 
 
 class Problem(NamedTuple):
@@ -394,7 +408,9 @@ class _Loader:
             rules=rules,
             values=MappingProxyType(values),
             sections=MappingProxyType({name: self._construct(node, None, name) for name, node in sections.items()}),
-            section_lines=MappingProxyType({name: found[name][0].start_mark.line + 1 for name in sections}),
+            positions=MappingProxyType(
+                {path: mark for name in sections for path, mark in _positions(name, *found[name])}
+            ),
             filename=self._filename,
         )
 
@@ -557,6 +573,18 @@ class _Loader:
                 message = f"labels: label {name!r} must have a string value, found {_describe(value)} (quote it)"
                 self._report(value, message, rule)
         return labels
+
+
+def _positions(path: str, key: Node, value: Node) -> Iterator[tuple[str, tuple[int, int]]]:
+    """(path, 1-based line and column of its key) for `key` and everything under `value`."""
+    yield path, (key.start_mark.line + 1, key.start_mark.column + 1)
+    if isinstance(value, MappingNode):
+        for child_key, child in value.value:
+            if isinstance(child_key, ScalarNode):
+                yield from _positions(f"{path}.{child_key.value}", child_key, child)
+    elif isinstance(value, SequenceNode):
+        for index, item in enumerate(value.value):
+            yield from _positions(f"{path}[{index}]", item, item)
 
 
 def _text_position(node: ScalarNode, offset: int) -> tuple[int, int]:

@@ -142,8 +142,9 @@ class AlertService:
 
 
 def problems(rule_file: RuleFile, *, environ: Mapping[str, str] | None = None) -> list[Problem]:
-    """Every problem of the sections beyond the rules (settings, receivers, route, inhibition),
-    located at its section's line: what `elitemon alerts check` prints after the rules' own."""
+    """Every problem of the sections beyond the rules (settings, receivers, route, inhibition), located
+    at the key its message names (else at its section): what `elitemon alerts check` prints after the
+    rules' own."""
     return _Parts(rule_file, environ).problems
 
 
@@ -161,9 +162,12 @@ class _Parts:
         self.receivers.setdefault(DEFAULT_RECEIVER, ())
         self.route = self._build("route", lambda: Route.from_config(sections.get("route") or DEFAULT_ROUTE), None)
         if self.route is not None:
+            # A receiver whose definition has a problem (reported above) is still declared: naming it
+            # unknown as well would send the reader looking for a typo that is not there.
+            declared = set(self.receivers) | _declared_names(sections.get("receivers"))
             for path, receiver in _receivers_of(self.route):
-                if receiver not in self.receivers:
-                    known = ", ".join(sorted(self.receivers))
+                if receiver not in declared:
+                    known = ", ".join(sorted(declared))
                     self._problem("route", f"{path}.receiver: unknown receiver {receiver!r} (receivers: {known})")
         self.inhibitor = self._build(
             "inhibit_rules",
@@ -179,8 +183,8 @@ class _Parts:
             return fallback
 
     def _problem(self, section: str, message: str) -> None:
-        line = self._file.section_lines.get(section, 1)
-        self.problems.append(Problem(self._file.filename, line, 1, None, message))
+        line, column = self._file.position_of(message) or self._file.positions.get(section, (1, 1))
+        self.problems.append(Problem(self._file.filename, line, column, None, message))
 
     def raise_problems(self) -> None:
         if self.problems:
@@ -192,6 +196,12 @@ def _listed(sections: Mapping[str, Any], name: str) -> list:
     if not isinstance(value, list):
         raise ValueError(f"{name}: expected a list, got {type(value).__name__}")
     return value
+
+
+def _declared_names(receivers: Any) -> set[str]:
+    """The string names in a raw `receivers` section, whether or not their receivers build."""
+    entries = receivers if isinstance(receivers, list) else []
+    return {entry["name"] for entry in entries if isinstance(entry, dict) and isinstance(entry.get("name"), str)}
 
 
 def _receivers_of(route: Route, path: str = "route") -> Iterator[tuple[str, str]]:

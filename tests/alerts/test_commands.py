@@ -40,8 +40,18 @@ def test_check_reports_section_problems_at_their_line(tmp_path: Path, capsys) ->
     rules.write_text(text)
     assert main(["alerts", "check", str(rules)]) == 1
     err = capsys.readouterr().err
-    assert f"{rules}:2:1: settings.evaluation_interval: " in err
-    assert f"{rules}:10:1: route.receiver: unknown receiver 'nobody' (receivers: default)" in err
+    assert f"{rules}:3:3: settings.evaluation_interval: " in err  # at the key, not its section
+    assert f"{rules}:11:3: route.receiver: unknown receiver 'nobody' (receivers: default)" in err
+
+
+def test_a_receiver_with_a_problem_is_not_also_called_unknown(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("ELITEMON_TEST_UNSET_URL", raising=False)
+    rules = tmp_path / "rules.yaml"
+    ops = "receivers:\n  - name: ops\n    slack_configs: [{api_url: '${ELITEMON_TEST_UNSET_URL}'}]\n"
+    rules.write_text(RULES.replace("receiver: default", "receiver: ops") + ops)
+    assert main(["alerts", "check", str(rules)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"{rules}:13:1: receiver 'ops': environment variable ELITEMON_TEST_UNSET_URL is not set"]
 
 
 def test_check_of_a_missing_file_fails_clearly(tmp_path: Path, capsys) -> None:

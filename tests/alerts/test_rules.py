@@ -149,7 +149,16 @@ def test_optional_keys_and_sections() -> None:
         "receivers": [{"name": "pager"}],
         "settings": {"evaluation_interval": "15s"},
     }
-    assert dict(loaded.section_lines) == {"route": 13, "receivers": 17, "settings": 1}
+    assert {path: loaded.positions[path] for path in ("route", "receivers", "settings")} == {
+        "route": (13, 1),
+        "receivers": (17, 1),
+        "settings": (1, 1),
+    }
+    assert loaded.position_of("route.routes[0].receiver: unknown receiver") == (16, 37)
+    assert loaded.position_of("route.routes[0].group_wait: not a duration") == (16, 7)  # the nearest enclosing key
+    assert loaded.position_of("receivers[0]: problem") == (17, 13)
+    assert loaded.position_of("settings.evaluation_interval: problem") == (1, 12)
+    assert loaded.position_of("receiver 'pager': not a path") is None
     assert loaded.filename == "<string>"
 
 

@@ -57,18 +57,18 @@ def test_settings_are_read_and_checked() -> None:
 
 
 @pytest.mark.parametrize(
-    ("settings", "message"),
+    ("settings", "message", "line_column"),
     [
-        ("evaluation_interval: 0s", "settings.evaluation_interval: must be positive"),
-        ("improvement_tolerance: -1", "settings.improvement_tolerance: expected a number >= 0"),
-        ("prices: {cpu_hour: -1}", "settings.prices: "),
-        ("every: 5s", "settings: unknown keys ['every']"),
+        ("evaluation_interval: 0s", "settings.evaluation_interval: must be positive", (14, 3)),
+        ("improvement_tolerance: -1", "settings.improvement_tolerance: expected a number >= 0", (14, 3)),
+        ("prices: {cpu_hour: -1}", "settings.prices: ", (14, 3)),
+        ("every: 5s", "settings: unknown keys ['every']", (13, 1)),
     ],
 )
-def test_bad_settings_are_problems_at_the_section_line(settings: str, message: str) -> None:
+def test_bad_settings_are_problems_at_their_key(settings: str, message: str, line_column: tuple[int, int]) -> None:
     rule_file = loads_rules(RULES + "settings:\n  " + settings + "\n", known_names=KnownNames())
     (problem,) = problems(rule_file)
-    assert problem.line == 13 and problem.message.startswith(message)
+    assert (problem.line, problem.column) == line_column and problem.message.startswith(message)
     with pytest.raises(ValueError, match="settings"):
         AlertService(rule_file)
 
