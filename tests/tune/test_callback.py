@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from elitemon.aggregator import get_aggregator, start_aggregator
 from elitemon.client import Client
 from elitemon.collect import start_monitoring
 from elitemon.config import StoreConfig
-from elitemon.tune import MonitorCallback
+from elitemon.tune import MonitorCallback, _exploits
 from tests.conftest import wait_for
 
 ITERATIONS = 12
@@ -195,7 +196,9 @@ def test_pbt_exploits_match_pbt_global_txt(ray_session, tmp_path: Path, aggregat
     ray.kill(handle, no_restart=True)
 
 
-def test_pb2_exploits_match_pbt_global_txt(ray_session, tmp_path: Path, aggregator_name: str) -> None:
+def test_pb2_exploits_match_pbt_global_txt_even_past_a_failing_listener(
+    ray_session, tmp_path: Path, aggregator_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
     from ray.tune.schedulers.pb2 import PB2
 
     scheduler = PB2(
@@ -206,8 +209,23 @@ def test_pb2_exploits_match_pbt_global_txt(ray_session, tmp_path: Path, aggregat
         quantile_fraction=0.5,
         hyperparam_bounds={"lr": [0.01, 0.5]},
     )
-    experiment, handle, reported = run(tmp_path, "pb2", scheduler, {"lr": tune.uniform(0.01, 0.5)}, aggregator_name)
+    failed: list[str] = []
+
+    def failing_listener(exploit: _exploits.Exploit) -> None:
+        failed.append(exploit.target)
+        raise RuntimeError("a listener that fails")
+
+    _exploits.add_listener(failing_listener)  # before the callback's own: it must still run, and the trials too
+    try:
+        with caplog.at_level(logging.ERROR, logger=_exploits.__name__):
+            experiment, handle, reported = run(
+                tmp_path, "pb2", scheduler, {"lr": tune.uniform(0.01, 0.5)}, aggregator_name
+            )
+    finally:
+        _exploits.remove_listener(failing_listener)
     client = check_run(experiment, handle, reported)
+    assert len(failed) == len(pbt_global_lines(experiment))
+    assert sum("training goes on" in r.getMessage() for r in caplog.records) == len(failed)
     for event in client.events(type="exploit").to_pylist():
         lr = json.loads(event["payload"])["new_config"]["lr"]
         assert 0.01 - 1e-6 <= lr <= 0.5 + 1e-6, "PB2 stays inside its bounds (it rounds through float32)"
