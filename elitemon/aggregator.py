@@ -27,7 +27,7 @@ from elitemon import query
 from elitemon._arrow import sort_by
 from elitemon.config import StoreConfig
 from elitemon.query import Selection
-from elitemon.store import Ack, Health, Store
+from elitemon.store import Ack, Health, Store, check_data_dir
 
 if TYPE_CHECKING:
     from elitemon.collect.controller import MonitorSettings
@@ -166,8 +166,13 @@ def start_aggregator(
 
     `detached=True` lets it outlive the calling driver (what `elitemon start` wants); otherwise it
     ends with the job that created it. Waits until it answers, so the caller can ingest at once.
+    A data directory that cannot be created, or that another store holds, is an OSError here
+    (checked from this process, which shares the actor's node, unless it is a Ray Client).
     """
     config = config or StoreConfig()
+    if not _running(name, namespace) and not ray.util.client.ray.is_connected():
+        # Else the actor's creation fails on it, and the reason arrives as a dead actor's traceback.
+        check_data_dir(config.data_dir)
     options: dict[str, Any] = {
         "name": name,
         "namespace": namespace,
@@ -185,6 +190,14 @@ def start_aggregator(
     handle = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(Aggregator).options(**options).remote(config)
     ray.get(handle.health.remote(), timeout=ready_timeout_s)
     return handle
+
+
+def _running(name: str, namespace: str) -> bool:
+    try:
+        ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return False
+    return True
 
 
 class AggregatorNotFound(ValueError):

@@ -15,6 +15,7 @@ from elitemon.client import Client
 from elitemon.config import StoreConfig
 from elitemon.producer import Producer, RaySink
 from elitemon.schema import batch_from_rows
+from elitemon.store import DirectoryInUse, Store
 from tests.conftest import wait_for
 
 
@@ -113,3 +114,20 @@ def _row(value: float, *, ts: float | None = None, source: str = "agent-0") -> d
     if ts is not None:
         row["ts"] = ts
     return row
+
+
+def test_a_data_dir_that_cannot_be_used_is_refused_before_the_actor_starts(
+    ray_session, aggregator_name: str, tmp_path: Path
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    with pytest.raises(NotADirectoryError, match=f"data dir {a_file / 'data'} cannot be created: Not a directory"):
+        start_aggregator(StoreConfig(data_dir=a_file / "data"), name=aggregator_name)
+    held = Store(StoreConfig(data_dir=tmp_path / "held"))
+    try:
+        with pytest.raises(DirectoryInUse, match="in use by another elitemon store"):
+            start_aggregator(StoreConfig(data_dir=tmp_path / "held"), name=aggregator_name)
+    finally:
+        held.close()
+    with pytest.raises(AggregatorNotFound):
+        get_aggregator(name=aggregator_name)  # no actor was left behind under the name

@@ -107,6 +107,20 @@ class StoreBusy(RuntimeError):
     """The store cannot take a batch right now (it needs to seal first and could not); retry."""
 
 
+class DirectoryInUse(OSError):
+    """Another Store (in this process or another) holds the data directory."""
+
+
+def check_data_dir(directory: Path) -> None:
+    """Create `directory` if needed and check that no Store holds it, as a Store would on opening:
+    for a caller that starts a Store elsewhere (an actor) and wants the reason as an error here."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise type(error)(f"data dir {directory} cannot be created: {error.strerror or error}") from None
+    _lock_directory(directory).close()  # flock is released with the handle
+
+
 class Store:
     """The time-series store of one aggregator. Pure Python and Arrow: no Ray in here.
 
@@ -462,7 +476,7 @@ def _lock_directory(directory: Path) -> IO[bytes]:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise RuntimeError(f"{directory} is in use by another elitemon store") from None
+        raise DirectoryInUse(f"{directory} is in use by another elitemon store") from None
     return handle
 
 

@@ -15,7 +15,7 @@ import pytest
 from elitemon.config import MiB, StoreConfig
 from elitemon.query import select
 from elitemon.schema import SCHEMAS, TIMESTAMP, TableName, batch_from_columns
-from elitemon.store import Store, StoreBusy
+from elitemon.store import DirectoryInUse, Store, StoreBusy
 
 T0 = 1_700_000_000.0
 
@@ -296,7 +296,7 @@ def test_recovery_without_close_reads_what_was_acknowledged(tmp_path, clock):
 
 def test_a_second_store_on_the_same_directory_is_refused(tmp_path, clock):
     store = open_store(tmp_path, clock)
-    with pytest.raises(RuntimeError, match="in use by another elitemon store"):
+    with pytest.raises(DirectoryInUse, match="in use by another elitemon store"):
         open_store(tmp_path, clock)
     store.close()
     open_store(tmp_path, clock).close()  # free again once closed
@@ -475,6 +475,9 @@ def test_config_bounds_are_checked(tmp_path):
         make_config(tmp_path, memory_budget_bytes=8 * MiB)
     with pytest.raises(ValueError, match="seal_bytes"):
         make_config(tmp_path, memory_budget_bytes=16 * MiB, seal_bytes=9 * MiB)
+    # Unset, the seal size fits the budget: a small budget alone is a valid configuration.
+    assert make_config(tmp_path, memory_budget_bytes=100 * MiB).seal_bytes == 50 * MiB
+    assert make_config(tmp_path).seal_bytes == 64 * MiB
     with pytest.raises(ValueError, match="retention_s"):
         make_config(tmp_path, retention_s=0)
     with pytest.raises(ValueError):
