@@ -34,7 +34,7 @@ import ray
 from elitemon import __version__, aggregator
 from elitemon.alerts import commands as alert_commands
 from elitemon.client import Client, attach_or_start_local_ray, connect, ensure_ray
-from elitemon.config import StoreConfig
+from elitemon.config import MIN_MEMORY_BUDGET_BYTES, StoreConfig
 from elitemon.query import Aggregation
 from elitemon.schema import ID_COLUMNS
 
@@ -64,6 +64,14 @@ def parse_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 512MiB, 1GiB)")
     unit = match.group(2).lower() if match.group(2) else None
     return int(float(match.group(1)) * _UNIT_BYTES[unit])
+
+
+def parse_memory_budget(text: str) -> int:
+    """A size (`parse_size`) a store can run in: at least MIN_MEMORY_BUDGET_BYTES."""
+    size = parse_size(text)
+    if size < MIN_MEMORY_BUDGET_BYTES:
+        raise argparse.ArgumentTypeError(f"{text!r} is below the smallest memory budget, 16MiB")
+    return size
 
 
 def parse_count(text: str) -> int:
@@ -118,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument(
         "--data-dir", help="where the store keeps its data (default: $ELITEMON_DATA_DIR or ~/.elitemon/data)"
     )
-    start.add_argument("--memory-budget", type=parse_size, default=None, help="memory budget, e.g. 1GiB")
+    start.add_argument("--memory-budget", type=parse_memory_budget, default=None, help="memory budget, e.g. 1GiB")
     start.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray this command starts")
     start.add_argument("--smoke", action="store_true", help="write and read back a small data set to check the path")
 

@@ -13,6 +13,10 @@ DATA_DIR_ENV = "ELITEMON_DATA_DIR"
 SEGMENT_COMPRESSIONS = ("none", "lz4", "zstd", "snappy")
 GiB = 1 << 30
 MiB = 1 << 20
+#: The smallest memory budget a store accepts.
+MIN_MEMORY_BUDGET_BYTES = 16 * MiB
+#: Unsealed rows are sealed into a segment at this size, or at half the memory budget if smaller.
+DEFAULT_SEAL_BYTES = 64 * MiB
 
 
 class FsyncPolicy(enum.StrEnum):
@@ -48,7 +52,7 @@ class StoreConfig:
 
     data_dir: Path = field(default_factory=default_data_dir)
     memory_budget_bytes: int = 1 * GiB
-    seal_bytes: int = 64 * MiB
+    seal_bytes: int | None = None  # None: DEFAULT_SEAL_BYTES or half the budget, whichever is smaller
     seal_age_s: float = 60.0
     fsync: FsyncPolicy = FsyncPolicy.INTERVAL
     fsync_interval_s: float = 1.0
@@ -60,8 +64,10 @@ class StoreConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
         object.__setattr__(self, "fsync", FsyncPolicy(self.fsync))
-        if self.memory_budget_bytes < 16 * MiB:
+        if self.memory_budget_bytes < MIN_MEMORY_BUDGET_BYTES:
             raise ValueError(f"memory_budget_bytes must be at least 16 MiB, but got {self.memory_budget_bytes=}.")
+        if self.seal_bytes is None:
+            object.__setattr__(self, "seal_bytes", min(DEFAULT_SEAL_BYTES, self.memory_budget_bytes // 2))
         if not 0 < self.seal_bytes <= self.memory_budget_bytes // 2:
             raise ValueError(
                 f"seal_bytes must be positive and at most half the memory budget, but got {self.seal_bytes=}."

@@ -170,6 +170,13 @@ def test_a_bad_duration_is_an_argparse_error(capsys) -> None:
     assert "not a duration: 'soon'" in capsys.readouterr().err
 
 
+def test_a_memory_budget_too_small_is_an_argparse_error_naming_the_flag(capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["start", "--memory-budget", "8MiB"])
+    assert exited.value.code == 2
+    assert "argument --memory-budget: '8MiB' is below the smallest memory budget, 16MiB" in capsys.readouterr().err
+
+
 def test_a_missing_command_is_an_argparse_error(capsys) -> None:
     with pytest.raises(SystemExit) as exited:
         main([])
