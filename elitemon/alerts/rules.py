@@ -575,16 +575,23 @@ class _Loader:
         return labels
 
 
-def _positions(path: str, key: Node, value: Node) -> Iterator[tuple[str, tuple[int, int]]]:
-    """(path, 1-based line and column of its key) for `key` and everything under `value`."""
+def _positions(
+    path: str, key: Node, value: Node, seen: set[int] | None = None
+) -> Iterator[tuple[str, tuple[int, int]]]:
+    """(path, 1-based line and column of its key) for `key` and everything under `value`. A node an
+    alias repeats is walked once: a file of nested aliases would otherwise have exponentially many paths."""
+    seen = set() if seen is None else seen
     yield path, (key.start_mark.line + 1, key.start_mark.column + 1)
+    if id(value) in seen:
+        return
+    seen.add(id(value))
     if isinstance(value, MappingNode):
         for child_key, child in value.value:
             if isinstance(child_key, ScalarNode):
-                yield from _positions(f"{path}.{child_key.value}", child_key, child)
+                yield from _positions(f"{path}.{child_key.value}", child_key, child, seen)
     elif isinstance(value, SequenceNode):
         for index, item in enumerate(value.value):
-            yield from _positions(f"{path}[{index}]", item, item)
+            yield from _positions(f"{path}[{index}]", item, item, seen)
 
 
 def _text_position(node: ScalarNode, offset: int) -> tuple[int, int]:

@@ -61,11 +61,10 @@ from scipy.stats import theilslopes
 
 from elitemon.analytics._frames import require_columns
 from elitemon.analytics.learning_curves import (
-    MIN_POINTS,
     CalibratedForecast,
-    NothingToExtrapolate,
     ObservedSpan,
     generations_ahead,
+    observed_curve,
     robust_noise,
 )
 
@@ -152,25 +151,17 @@ def forecast_best(progress: pd.DataFrame) -> BestForecast:
     """The forecast of the best score from `population_progress` (its index the generation, its
     `best` column the best score there; NaN scores are left out).
 
-    Raises ValueError, naming the problem, for repeated or non-finite generations, infinite scores
-    or fewer than MIN_POINTS generations, and NothingToExtrapolate (a ValueError) when the best
-    score has never moved.
+    Raises as `learning_curves.observed_curve` does (repeated or non-finite generations, infinite
+    scores, fewer than MIN_POINTS generations; NothingToExtrapolate when the best score has never
+    moved), naming `progress`.
     """
     require_columns(progress, "progress", ("best",))
-    best = progress["best"].astype(float).dropna()
-    generations = best.index.to_numpy(dtype=float)
-    if not np.all(np.isfinite(generations)):
-        raise ValueError("progress: generations (the index) must be finite numbers.")
-    if best.index.has_duplicates:
-        raise ValueError("progress: generations (the index) must not repeat; give one best score per generation.")
-    if np.any(np.isinf(best.to_numpy())):
-        raise ValueError("progress: best scores must not be infinite.")
-    if len(best) < MIN_POINTS:
-        raise ValueError(f"a forecast needs {MIN_POINTS} complete generations; there are {len(best)}")
-    best = best.sort_index()
-    scores, generations = best.to_numpy(), best.index.to_numpy(dtype=float)
-    if scores.min() == scores.max():
-        raise NothingToExtrapolate.constant(scores[0], generations[0], generations[-1])
+    generations, scores = observed_curve(
+        progress.index.to_numpy(dtype=float),
+        progress["best"].to_numpy(dtype=float),
+        generations_name="progress: generations (the index)",
+        scores_name="progress: best scores",
+    )
     recent = slice(-RECENT_GENERATIONS, None)
     return BestForecast(
         first_generation=float(generations[0]),

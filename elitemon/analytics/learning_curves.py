@@ -385,33 +385,46 @@ def first_passage(paths: np.ndarray, value: float, sd: float) -> np.ndarray:
     return (1.0 - np.cumprod(stays_below, axis=1)).mean(axis=0)
 
 
-def fit_learning_curve(generations: ArrayLike, scores: ArrayLike) -> LearningCurve:
-    """Fit the ensemble to `scores` (higher is better) observed at `generations`.
+def observed_curve(
+    generations: ArrayLike,
+    scores: ArrayLike,
+    *,
+    generations_name: str = "generations",
+    scores_name: str = "scores",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The generations and scores a forecast extrapolates, as floats in generation order, NaN scores
+    (a generation without a score) dropped: what every forecast of one curve checks first.
 
-    NaN scores are dropped (a generation without a score). Raises ValueError, naming the argument,
-    when the two differ in length, a generation repeats or is not finite, or fewer than MIN_POINTS
-    scores remain; NothingToExtrapolate when the remaining scores are all equal.
+    Raises ValueError, naming the argument (by the names given), when the two differ in length, a
+    generation repeats or is not finite, a score is infinite, or fewer than MIN_POINTS scores
+    remain; NothingToExtrapolate when the remaining scores are all equal.
     """
     g = np.asarray(generations, dtype=float).ravel()
     y = np.asarray(scores, dtype=float).ravel()
     if g.shape != y.shape:
-        raise ValueError(f"generations and scores differ in length: {g.size} and {y.size}.")
+        raise ValueError(f"{generations_name} and {scores_name} differ in length: {g.size} and {y.size}.")
     if not np.all(np.isfinite(g)):
-        raise ValueError("generations must be finite numbers.")
+        raise ValueError(f"{generations_name} must be finite numbers.")
     if np.unique(g).size != g.size:
-        raise ValueError("generations must not repeat; give one score per generation.")
+        raise ValueError(f"{generations_name} must not repeat; give one score per generation.")
     if np.any(np.isinf(y)):
-        raise ValueError("scores must not be infinite.")
+        raise ValueError(f"{scores_name} must not be infinite.")
     keep = ~np.isnan(y)
     order = np.argsort(g[keep])
     g, y = g[keep][order], y[keep][order]
     if y.size < MIN_POINTS:
-        raise ValueError(f"scores needs at least {MIN_POINTS} non-NaN values to fit a curve, but got {y.size}.")
+        raise ValueError(f"{scores_name} needs at least {MIN_POINTS} non-NaN values to forecast, but got {y.size}.")
+    if y.min() == y.max():
+        raise NothingToExtrapolate.constant(float(y[0]), g[0], g[-1])
+    return g, y
 
+
+def fit_learning_curve(generations: ArrayLike, scores: ArrayLike) -> LearningCurve:
+    """Fit the ensemble to `scores` (higher is better) observed at `generations`, checked and
+    ordered by `observed_curve` (which names what it refuses)."""
+    g, y = observed_curve(generations, scores)
     offset = float(y.min())
     scale = float(y.max() - offset)
-    if scale == 0.0:
-        raise NothingToExtrapolate.constant(offset, g[0], g[-1])
     z = (y - offset) / scale
     t = (g - g[0] + 1.0) / (g[-1] - g[0] + 1.0)
     noise = robust_noise(z)

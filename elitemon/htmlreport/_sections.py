@@ -27,7 +27,6 @@ from elitemon.analytics.convergence import (
     agent_scores,
     fit_best_curve,
     forecast_convergence,
-    population_progress,
     progress_from_scores,
 )
 from elitemon.analytics.diversity import PARAM_COLUMN_PREFIX, diversity_over_generations, infer_specs
@@ -398,8 +397,10 @@ def get_score_info(
     target, learning_curves until it flattens), and
     the population-aware forecast of the mean over the same generations (population_forecast)."""
     by_generation = score_distribution_by_generation(samples, metric=metric)
-    forecast, note = _forecast(samples, metric, target)
-    agents_forecast, agents_note = _agents_forecast(samples, events, metric, target, forecast)
+    scores = agent_scores(samples, metric=metric)
+    progress = progress_from_scores(scores)  # the complete generations, which both forecasts start from
+    forecast, note = _forecast(progress, target)
+    agents_forecast, agents_note = _agents_forecast(scores, progress, events, target, forecast)
     return ScoreInfo(
         metric=metric,
         generations=tuple(int(g) for g in by_generation.index),
@@ -416,11 +417,11 @@ def get_score_info(
     )
 
 
-def _forecast(samples: pd.DataFrame, metric: str, target: float | None) -> tuple[ForecastInfo | None, str | None]:
+def _forecast(progress: pd.DataFrame, target: float | None) -> tuple[ForecastInfo | None, str | None]:
     """The forecast from the last complete generation on: at least FORECAST_MIN_AHEAD generations and
     FORECAST_AHEAD_FRACTION of the observed span ahead, further to show the forecast crossing of the
     target (its 80% interval's late end included), never past the fit's forecast range."""
-    curve, reason = fit_best_curve(population_progress(samples, metric=metric), target=target)
+    curve, reason = fit_best_curve(progress, target=target)
     if curve is None:
         return None, reason
     result = forecast_convergence(curve, target=target)
@@ -446,12 +447,16 @@ def _forecast(samples: pd.DataFrame, metric: str, target: float | None) -> tuple
 
 
 def _agents_forecast(
-    samples: pd.DataFrame, events: pd.DataFrame, metric: str, target: float | None, best: ForecastInfo | None
+    scores: pd.DataFrame,
+    progress: pd.DataFrame,
+    events: pd.DataFrame,
+    target: float | None,
+    best: ForecastInfo | None,
 ) -> tuple[AgentsForecastInfo | None, str | None]:
     """The mean's forecast over the best score's forecast generations (or FORECAST_MIN_AHEAD and
-    FORECAST_AHEAD_FRACTION of the span ahead, without one), at the run's exploit rate."""
-    scores = agent_scores(samples, metric=metric)
-    complete = progress_from_scores(scores).index
+    FORECAST_AHEAD_FRACTION of the span ahead, without one), at the run's exploit rate up to the last
+    complete generation of `progress`."""
+    complete = progress.index
     try:
         rate = exploit_rate(scores, events, up_to_generation=int(complete.max()) if len(complete) else None)
         forecast = forecast_population(scores, exploit_rate=rate)

@@ -377,6 +377,17 @@ def test_hostile_nesting_is_a_problem_not_a_crash() -> None:
     assert problems("route: " + "[" * 800) == ["rules.yaml:1:1: invalid YAML: nested too deeply"]
 
 
+def test_nested_aliases_are_located_once_not_expanded() -> None:
+    # Each level repeats the one before ten times: 10**9 paths if every alias were walked.
+    levels = ["  l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"  l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 10)]
+    loaded = loads_rules("alert_rules: {}\nroute:\n" + "\n".join(levels) + "\n", known_names=SIGNALS)
+    assert loaded.positions["route.l9"] == (12, 3)
+    assert loaded.positions["route.l1[0]"] == (3, 7)  # an alias is located at its anchor
+    assert "route.l1[0][9]" not in loaded.positions and loaded.positions["route.l0[9]"] == (3, 39)
+    assert len(loaded.positions) == 111  # the section, its 10 keys and the 10 items under each
+
+
 def test_rule_file_errors_pickle() -> None:
     with pytest.raises(RuleFileError) as caught:
         loads_rules("", known_names=SIGNALS)

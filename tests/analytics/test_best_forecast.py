@@ -118,15 +118,19 @@ def test_the_generation_numbers_set_the_span_and_the_slope() -> None:
 @pytest.mark.parametrize(
     ("progress", "error", "message"),
     [
-        (ZIGZAG.head(7), ValueError, "needs 8 complete generations; there are 7"),
+        (ZIGZAG.head(7), ValueError, "progress: best scores needs at least 8 non-NaN values to forecast, but got 7"),
         (
             pd.DataFrame({"best": [0.0] * 10}, index=range(1, 11)),
             NothingToExtrapolate,
             "scores are all 0 over generations 1 to 10",
         ),
         (pd.DataFrame({"mean": [1.0] * 10}), ValueError, "best"),
-        (pd.DataFrame({"best": np.arange(10.0)}, index=[1, 1, *range(2, 10)]), ValueError, "must not repeat"),
-        (pd.DataFrame({"best": [*np.arange(9.0), np.inf]}), ValueError, "must not be infinite"),
+        (
+            pd.DataFrame({"best": np.arange(10.0)}, index=[1, 1, *range(2, 10)]),
+            ValueError,
+            r"progress: generations \(the index\) must not repeat",
+        ),
+        (pd.DataFrame({"best": [*np.arange(9.0), np.inf]}), ValueError, "progress: best scores must not be infinite"),
     ],
 )
 def test_what_cannot_be_forecast_is_refused_with_the_reason(progress: pd.DataFrame, error: type, message: str) -> None:
