@@ -111,14 +111,26 @@ class DirectoryInUse(OSError):
     """Another Store (in this process or another) holds the data directory."""
 
 
-def check_data_dir(directory: Path) -> None:
+def check_data_dir(directory: Path, *, wait_s: float = 5.0) -> None:
     """Create `directory` if needed and check that no Store holds it, as a Store would on opening:
-    for a caller that starts a Store elsewhere (an actor) and wants the reason as an error here."""
+    for a caller that starts a Store elsewhere (an actor) and wants the reason as an error here.
+
+    A holder is waited for up to `wait_s`: a store just closed or killed (an aggregator restarted
+    on the same data) lets go of the lock when its process exits, a moment after it was stopped.
+    """
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise type(error)(f"data dir {directory} cannot be created: {error.strerror or error}") from None
-    _lock_directory(directory).close()  # flock is released with the handle
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            _lock_directory(directory).close()  # flock is released with the handle
+            return
+        except DirectoryInUse:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
 
 
 class Store:
