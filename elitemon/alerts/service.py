@@ -183,8 +183,20 @@ class _Parts:
             return fallback
 
     def _problem(self, section: str, message: str) -> None:
-        line, column = self._file.position_of(message) or self._file.positions.get(section, (1, 1))
+        positions = self._file.positions
+        located = self._file.position_of(message) or positions.get(self._receiver_path(message))
+        line, column = located or positions.get(section, (1, 1))
         self.problems.append(Problem(self._file.filename, line, column, None, message))
+
+    def _receiver_path(self, message: str) -> str:
+        """`receivers[i]` for a message about the receiver named (or numbered) i: the receivers name
+        them, not their path."""
+        entries = self._file.sections.get("receivers")
+        for index, entry in enumerate(entries if isinstance(entries, list) else []):
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if message.startswith((f"receiver {name!r}:", f"receiver #{index} ")):
+                return f"receivers[{index}]"
+        return ""
 
     def raise_problems(self) -> None:
         if self.problems:

@@ -51,7 +51,8 @@ def test_a_receiver_with_a_problem_is_not_also_called_unknown(tmp_path: Path, ca
     rules.write_text(RULES.replace("receiver: default", "receiver: ops") + ops)
     assert main(["alerts", "check", str(rules)]) == 1
     err = capsys.readouterr().err.splitlines()
-    assert err == [f"{rules}:13:1: receiver 'ops': environment variable ELITEMON_TEST_UNSET_URL is not set"]
+    # At the receiver's entry (line 14, column 5), which names it.
+    assert err == [f"{rules}:14:5: receiver 'ops': environment variable ELITEMON_TEST_UNSET_URL is not set"]
 
 
 def test_check_of_a_missing_file_fails_clearly(tmp_path: Path, capsys) -> None:

@@ -73,6 +73,18 @@ def test_bad_settings_are_problems_at_their_key(settings: str, message: str, lin
         AlertService(rule_file)
 
 
+def test_a_receiver_problem_is_placed_at_the_receiver_it_names_or_numbers() -> None:
+    receivers = "receivers:\n  - name: ok\n  - name: bad\n    pager: []\n  - slack_configs: []\n"
+    rule_file = loads_rules(RULES + receivers, known_names=KnownNames())
+    (problem,) = problems(rule_file)
+    assert problem.message.startswith("receiver 'bad': unknown key 'pager'")
+    assert (problem.line, problem.column) == (15, 5)  # "- name: bad", the second receiver
+    unnamed = loads_rules(RULES + receivers.replace("    pager: []\n", ""), known_names=KnownNames())
+    (problem,) = problems(unnamed)
+    assert problem.message == "receiver #2 needs a non-empty string 'name'"
+    assert (problem.line, problem.column) == (16, 5)  # "- slack_configs: []", the third
+
+
 def test_default_route_groups_by_alertname_and_node_and_waits_group_wait() -> None:
     clock = FakeClock()
     service = _service(clock=clock)
