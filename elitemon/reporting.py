@@ -19,7 +19,7 @@ import math
 import socket
 import threading
 from collections.abc import Mapping
-from numbers import Integral, Number
+from numbers import Number
 from typing import Any
 
 from elitemon.producer import Producer, RaySink
@@ -80,15 +80,17 @@ class Reporter:
         `generation` is the target's generation before the exploit; `trigger_generation`, where it
         differs (Tune logs the target's previous result), the generation whose result triggered it,
         which becomes the event's `generation`. Extra keyword details (e.g. Tune's experiment tags)
-        go into the payload as they are. A generation that is not a whole number >= 0 (or None) is a
-        ValueError naming it: the analytics could not place the copy."""
-        for name, value in (
-            ("generation", generation),
-            ("source_generation", source_generation),
-            ("trigger_generation", trigger_generation),
-        ):
-            if value is not None and (not isinstance(value, Integral) or isinstance(value, bool) or value < 0):
-                raise ValueError(f"{name} must be a whole number >= 0 or None, but got {value!r}.")
+        go into the payload as they are. The generations are stored as Python ints (a NumPy int
+        would be written to the JSON payload as text); one that is not a whole number >= 0 (or None)
+        is a ValueError naming it: the analytics could not place the copy."""
+        generation, source_generation, trigger_generation = (
+            _generation(name, value)
+            for name, value in (
+                ("generation", generation),
+                ("source_generation", source_generation),
+                ("trigger_generation", trigger_generation),
+            )
+        )
         payload = {
             "target_generation": generation,
             "source_generation": source_generation,
@@ -109,6 +111,17 @@ class Reporter:
             "payload": json.dumps(payload, default=str),
         }
         self._producer.write_rows("events", [row])
+
+
+def _generation(name: str, value: Any) -> int | None:
+    """`value` as a Python int when it is a whole number >= 0 (3, np.int64(3), 3.0), None for None."""
+    if value is None:
+        return None
+    if isinstance(value, Number) and not isinstance(value, bool):
+        number = float(value)  # type: ignore[arg-type]
+        if number.is_integer() and number >= 0:
+            return int(number)
+    raise ValueError(f"{name} must be a whole number >= 0 or None, but got {value!r}.")
 
 
 def numeric_items(metrics: Mapping[str, Any]) -> list[tuple[str, float]]:

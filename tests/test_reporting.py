@@ -11,6 +11,7 @@ import ray
 
 import elitemon
 from elitemon.aggregator import start_aggregator
+from elitemon.analytics.migration import exploits
 from elitemon.client import Client
 from elitemon.config import StoreConfig
 from elitemon.producer import Producer, StoreSink
@@ -74,10 +75,15 @@ def test_report_exploit_refuses_a_generation_that_is_not_whole_and_writes_nothin
     for name, bad in (("source_generation", 2.5), ("generation", "10"), ("trigger_generation", -1)):
         with pytest.raises(ValueError, match=f"{name} must be a whole number >= 0 or None, but got {bad!r}"):
             reporter.report_exploit("agent-1", "agent-4", **{name: bad})
-    reporter.report_exploit("agent-1", "agent-4", generation=np.int64(3), source_generation=None)
+    reporter.report_exploit("agent-1", "agent-4", generation=np.int64(3), source_generation=np.int64(2))
+    reporter.report_exploit("agent-2", "agent-4", generation=4.0, source_generation=None)
     assert reporter.producer.flush(timeout=10)
-    [event] = store.scan(select("events", type="exploit")).to_pylist()
-    assert event["generation"] == 3
+    events = store.scan(select("events", type="exploit")).to_pandas()
+    payloads = [json.loads(text) for text in events["payload"]]
+    assert [(p["target_generation"], p["source_generation"]) for p in payloads] == [(3, 2), (4, None)]  # not "3"
+    table = exploits(events)
+    assert table["generation"].tolist() == [3, 4]
+    assert table["source_generation"].tolist()[0] == 2 and table["source_generation"].isna().tolist() == [False, True]
     store.close()
 
 

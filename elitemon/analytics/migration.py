@@ -486,10 +486,13 @@ def _latency(payload: dict) -> float:
 
 
 def _source_generation(payload: dict) -> int | None:
-    """The payload's source_generation: a whole number (JSON may write it as 3.0) or None."""
+    """The payload's source_generation: a whole number or None. JSON may hold it as 3.0, and as the
+    text "3" where an older `report_exploit` wrote a NumPy int (json.dumps' default=str)."""
     value = payload.get("source_generation")
     if value is None:
         return None
+    if isinstance(value, str) and value.isdecimal():
+        return int(value)
     if not is_number(value) or not float(value).is_integer():
         raise ValueError(f"events: an exploit payload's source_generation must be a whole number, but got {value!r}.")
     return int(value)

@@ -115,7 +115,7 @@ class MonitorCallback(Callback):
 
     def _on_exploit(self, exploit: _exploits.Exploit) -> None:
         assert self._reporter is not None
-        self._migrating[exploit.target] = (time.time(), exploit.source)
+        exploited_at = time.time()
         self._reporter.report_exploit(
             exploit.target,
             exploit.source,
@@ -131,6 +131,8 @@ class MonitorCallback(Callback):
             target_tag=exploit.target_tag,
             source_tag=exploit.source_tag,
         )
+        # Only a recorded exploit awaits its migration's end: else a completion with no exploit.
+        self._migrating[exploit.target] = (exploited_at, exploit.source)
         self.producer.append_rows(
             "configs", config_rows(exploit.target, exploit.trigger_iteration, _flat(exploit.new_config))
         )

@@ -370,9 +370,11 @@ def test_bad_input_names_the_argument(run) -> None:
     broken = events.assign(payload=events["payload"].where(events["type"] != "exploit", "{not json"))
     with pytest.raises(ValueError, match="events: payload is not JSON"):
         exploits(broken)
-    for bad in (2.5, "3"):
+    for bad in (2.5, "three"):
         halfway = store_frame("events", [exploit(1.0, "a", "b", 2, bad)])  # type: ignore[arg-type]
         with pytest.raises(ValueError, match=f"source_generation must be a whole number, but got {bad!r}"):
             exploits(halfway)
     written_as_float = store_frame("events", [exploit(1.0, "a", "b", 2, 3.0)])  # type: ignore[arg-type]
     assert exploits(written_as_float)["source_generation"].tolist() == [3]
+    written_as_text = store_frame("events", [exploit(1.0, "a", "b", 2, "3")])  # type: ignore[arg-type]
+    assert exploits(written_as_text)["source_generation"].tolist() == [3]  # a NumPy int, by an older report_exploit
