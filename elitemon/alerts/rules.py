@@ -196,7 +196,8 @@ class RuleFile:
     evaluator must pass them to `Expression.evaluate` alongside the signals. `sections` holds the
     pass-through sections as plain data and `positions` the 1-based (line, column) of each section's
     key and of every key and list item inside it, by path as their owners' messages name them
-    (`settings`, `settings.evaluation_interval`, `route.routes[0].receiver`)."""
+    (`settings`, `settings.evaluation_interval`, `route.routes[0].receiver`); what lies under an
+    alias is listed once, under its anchor's path."""
 
     rules: tuple[Rule, ...]
     values: Mapping[str, float]
@@ -208,6 +209,9 @@ class RuleFile:
         """Where a pass-through section's problem lies, when its message starts with a path
         (`route.routes[1].group_wait: ...`): the deepest part of that path the file has (the key
         itself, else the nearest enclosing one). None when the message names no path in the file."""
+        written = [path for path in self.positions if message.startswith(f"{path}:")]
+        if written:  # a key with a ':' of its own is matched whole
+            return self.positions[max(written, key=len)]
         path = message.split(":", 1)[0]
         while path:
             if path in self.positions:

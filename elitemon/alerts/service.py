@@ -166,7 +166,9 @@ class _Parts:
             # unknown as well would send the reader looking for a typo that is not there.
             declared = set(self.receivers) | _declared_names(sections.get("receivers"))
             for path, receiver in _receivers_of(self.route):
-                if receiver not in declared:
+                # Once, where it is written: a child route inherits its parent's receiver.
+                written = path == "route" or f"{path}.receiver" in rule_file.positions
+                if written and receiver not in declared:
                     known = ", ".join(sorted(declared))
                     self._problem("route", f"{path}.receiver: unknown receiver {receiver!r} (receivers: {known})")
         self.inhibitor = self._build(
@@ -189,14 +191,18 @@ class _Parts:
         self.problems.append(Problem(self._file.filename, line, column, None, message))
 
     def _receiver_path(self, message: str) -> str:
-        """`receivers[i]` for a message about the receiver named (or numbered) i: the receivers name
-        them, not their path."""
+        """`receivers[i]` for a message about the receiver named (or numbered) i, or about one of its
+        integrations ('ops/slack[0]'): `build_receivers` names them, not their path. A receiver
+        defined twice is placed at its second definition."""
         entries = self._file.sections.get("receivers")
+        found = ""
         for index, entry in enumerate(entries if isinstance(entries, list) else []):
             name = entry.get("name") if isinstance(entry, dict) else None
-            if message.startswith((f"receiver {name!r}:", f"receiver #{index} ")):
-                return f"receivers[{index}]"
-        return ""
+            if message.startswith((f"receiver {name!r}", f"receiver '{name}/", f"receiver #{index} ")):
+                found = f"receivers[{index}]"
+                if "defined twice" not in message:
+                    break
+        return found
 
     def raise_problems(self) -> None:
         if self.problems:

@@ -377,6 +377,12 @@ def test_hostile_nesting_is_a_problem_not_a_crash() -> None:
     assert problems("route: " + "[" * 800) == ["rules.yaml:1:1: invalid YAML: nested too deeply"]
 
 
+def test_a_key_with_a_colon_is_located_whole() -> None:
+    loaded = loads_rules('alert_rules: {}\nsettings:\n  x: 1\n  "x:y": 2\n', known_names=SIGNALS)
+    assert loaded.position_of("settings.x:y: a problem") == (4, 3)
+    assert loaded.position_of("settings.x: a problem") == (3, 3)
+
+
 def test_nested_aliases_are_located_once_not_expanded() -> None:
     # Each level repeats the one before ten times: 10**9 paths if every alias were walked.
     levels = ["  l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]

@@ -83,6 +83,23 @@ def test_a_receiver_problem_is_placed_at_the_receiver_it_names_or_numbers() -> N
     (problem,) = problems(unnamed)
     assert problem.message == "receiver #2 needs a non-empty string 'name'"
     assert (problem.line, problem.column) == (16, 5)  # "- slack_configs: []", the third
+    integration = receivers.replace("    pager: []\n", "    webhook_configs: [{}]\n").replace(
+        "  - slack", "  - name: x\n    slack"
+    )
+    (problem,) = problems(loads_rules(RULES + integration, known_names=KnownNames()))
+    assert problem.message.startswith("receiver 'bad/webhook[0]': ") and (problem.line, problem.column) == (15, 5)
+    twice = "receivers:\n  - name: ops\n  - name: ok\n  - name: ops\n"
+    (problem,) = problems(loads_rules(RULES + twice, known_names=KnownNames()))
+    assert problem.message == "receiver 'ops' is defined twice" and (problem.line, problem.column) == (16, 5)
+
+
+def test_an_unknown_receiver_is_reported_once_where_it_is_written() -> None:
+    route = "route:\n  receiver: nobody\n  routes:\n    - matchers: ['severity=\"HIGH\"']\n    - receiver: nor_me\n"
+    found = [
+        (p.line, p.column, p.message.split(":")[0])
+        for p in problems(loads_rules(RULES + route, known_names=KnownNames()))
+    ]
+    assert found == [(14, 3, "route.receiver"), (17, 7, "route.routes[1].receiver")]  # not routes[0], which inherits
 
 
 def test_default_route_groups_by_alertname_and_node_and_waits_group_wait() -> None:
