@@ -70,7 +70,9 @@ def parse_memory_budget(text: str) -> int:
     """A size (`parse_size`) a store can run in: at least MIN_MEMORY_BUDGET_BYTES."""
     size = parse_size(text)
     if size < MIN_MEMORY_BUDGET_BYTES:
-        raise argparse.ArgumentTypeError(f"{text!r} is below the smallest memory budget, 16MiB")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is below the smallest memory budget, {MIN_MEMORY_BUDGET_BYTES >> 20}MiB"
+        )
     return size
 
 

@@ -62,7 +62,8 @@ class StoreConfig:
     segment_compression: str = "lz4"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
+        # Absolute here, in the process that names it: an actor opening the store runs elsewhere.
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().absolute())
         object.__setattr__(self, "fsync", FsyncPolicy(self.fsync))
         if self.memory_budget_bytes < MIN_MEMORY_BUDGET_BYTES:
             raise ValueError(f"memory_budget_bytes must be at least 16 MiB, but got {self.memory_budget_bytes=}.")

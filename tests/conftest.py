@@ -130,12 +130,12 @@ def submit_job(address: str, env: dict, command: list[str], timeout_s: float = 4
 def open_store(data_dir: Path):
     """A store's data read without Ray, once the aggregator that held it (a job's, say) has let go."""
     from elitemon.config import StoreConfig
-    from elitemon.store import Store
+    from elitemon.store import DirectoryInUse, Store
 
     def opened() -> Store | None:
         try:
             return Store(StoreConfig(data_dir=data_dir))
-        except RuntimeError:  # still locked by the aggregator that is shutting down
+        except DirectoryInUse:  # still locked by the aggregator that is shutting down
             return None
 
     return wait_for(opened, timeout_s=60, what=f"the aggregator to release {data_dir}")

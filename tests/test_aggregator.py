@@ -15,7 +15,7 @@ from elitemon.client import Client
 from elitemon.config import StoreConfig
 from elitemon.producer import Producer, RaySink
 from elitemon.schema import batch_from_rows
-from elitemon.store import DirectoryInUse, Store
+from elitemon.store import DirectoryInUse, Store, _store
 from tests.conftest import wait_for
 
 
@@ -117,8 +117,9 @@ def _row(value: float, *, ts: float | None = None, source: str = "agent-0") -> d
 
 
 def test_a_data_dir_that_cannot_be_used_is_refused_before_the_actor_starts(
-    ray_session, aggregator_name: str, tmp_path: Path
+    ray_session, aggregator_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(_store, "DATA_DIR_WAIT_S", 0.2)  # the holder below never lets go
     a_file = tmp_path / "a-file"
     a_file.write_text("not a directory")
     with pytest.raises(NotADirectoryError, match=f"data dir {a_file / 'data'} cannot be created: Not a directory"):

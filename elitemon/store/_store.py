@@ -107,22 +107,28 @@ class StoreBusy(RuntimeError):
     """The store cannot take a batch right now (it needs to seal first and could not); retry."""
 
 
-class DirectoryInUse(OSError):
-    """Another Store (in this process or another) holds the data directory."""
+class DirectoryInUse(OSError, RuntimeError):
+    """Another Store (in this process or another) holds the data directory. An OSError, as the
+    data dir's other problems are; a RuntimeError, as it was before it had a class of its own."""
 
 
-def check_data_dir(directory: Path, *, wait_s: float = 5.0) -> None:
+#: How long `check_data_dir` waits for a store that holds the directory to let go.
+DATA_DIR_WAIT_S = 5.0
+
+
+def check_data_dir(directory: Path, *, wait_s: float | None = None) -> None:
     """Create `directory` if needed and check that no Store holds it, as a Store would on opening:
     for a caller that starts a Store elsewhere (an actor) and wants the reason as an error here.
 
-    A holder is waited for up to `wait_s`: a store just closed or killed (an aggregator restarted
-    on the same data) lets go of the lock when its process exits, a moment after it was stopped.
+    A holder is waited for up to `wait_s` (default DATA_DIR_WAIT_S): a store just closed or killed
+    (an aggregator restarted on the same data) lets go of the lock when its process exits, a moment
+    after it was stopped.
     """
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise type(error)(f"data dir {directory} cannot be created: {error.strerror or error}") from None
-    deadline = time.monotonic() + wait_s
+    deadline = time.monotonic() + (DATA_DIR_WAIT_S if wait_s is None else wait_s)
     while True:
         try:
             _lock_directory(directory).close()  # flock is released with the handle

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 import threading
 import time
 from pathlib import Path
@@ -625,3 +626,11 @@ def test_a_failed_log_write_abandons_its_generation_and_loses_nothing_acknowledg
     store._dir_lock.close()  # die without closing
     assert generations(open_store(tmp_path, clock)) == list(range(20))
     assert len(list((tmp_path / "data" / "wal").iterdir())) == 2, "the second batch went to a new generation"
+
+
+def test_a_relative_data_dir_is_made_absolute_where_it_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = StoreConfig(data_dir="relative/data")
+    assert config.data_dir == tmp_path / "relative" / "data"
+    monkeypatch.chdir("/")  # as an actor's worker would, in its own directory
+    assert pickle.loads(pickle.dumps(config)).data_dir == tmp_path / "relative" / "data"
