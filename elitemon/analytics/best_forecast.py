@@ -151,9 +151,9 @@ def forecast_best(progress: pd.DataFrame) -> BestForecast:
     """The forecast of the best score from `population_progress` (its index the generation, its
     `best` column the best score there; NaN scores are left out).
 
-    Raises as `learning_curves.observed_curve` does (repeated or non-finite generations, infinite
-    scores, fewer than MIN_POINTS generations; NothingToExtrapolate when the best score has never
-    moved), naming `progress`.
+    Raises as `learning_curves.observed_curve` does: a ValueError naming `progress` for repeated or
+    non-finite generations, infinite scores or fewer than MIN_POINTS scored generations, and
+    NothingToExtrapolate when the best score has never moved.
     """
     require_columns(progress, "progress", ("best",))
     generations, scores = observed_curve(

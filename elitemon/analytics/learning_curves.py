@@ -413,7 +413,9 @@ def observed_curve(
     order = np.argsort(g[keep])
     g, y = g[keep][order], y[keep][order]
     if y.size < MIN_POINTS:
-        raise ValueError(f"{scores_name} needs at least {MIN_POINTS} non-NaN values to forecast, but got {y.size}.")
+        raise ValueError(
+            f"{scores_name}: a forecast needs at least {MIN_POINTS} scores that are not NaN, but there are {y.size}."
+        )
     if y.min() == y.max():
         raise NothingToExtrapolate.constant(float(y[0]), g[0], g[-1])
     return g, y

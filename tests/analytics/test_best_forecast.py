@@ -118,7 +118,11 @@ def test_the_generation_numbers_set_the_span_and_the_slope() -> None:
 @pytest.mark.parametrize(
     ("progress", "error", "message"),
     [
-        (ZIGZAG.head(7), ValueError, "progress: best scores needs at least 8 non-NaN values to forecast, but got 7"),
+        (
+            ZIGZAG.head(7),
+            ValueError,
+            "progress: best scores: a forecast needs at least 8 scores that are not NaN, but there are 7",
+        ),
         (
             pd.DataFrame({"best": [0.0] * 10}, index=range(1, 11)),
             NothingToExtrapolate,

@@ -254,9 +254,13 @@ def test_nan_scores_are_dropped_and_generations_sorted() -> None:
         (np.zeros(10), np.arange(10.0), "generations must not repeat"),
         (np.r_[np.arange(9.0), np.inf], np.arange(10.0), "generations must be finite"),
         (np.arange(10), np.r_[np.arange(9.0), np.inf], "scores must not be infinite"),
-        (np.arange(MIN_POINTS - 1), np.arange(MIN_POINTS - 1.0), f"scores needs at least {MIN_POINTS}"),
-        (np.arange(10), np.r_[np.full(3, np.nan), np.arange(7.0)], "but got 7"),
-        (np.array([]), np.array([]), "but got 0"),
+        (
+            np.arange(MIN_POINTS - 1),
+            np.arange(MIN_POINTS - 1.0),
+            f"scores: a forecast needs at least {MIN_POINTS} scores",
+        ),
+        (np.arange(10), np.r_[np.full(3, np.nan), np.arange(7.0)], "but there are 7"),
+        (np.array([]), np.array([]), "but there are 0"),
     ],
 )
 def test_fit_rejects_bad_input(generations: np.ndarray, scores: np.ndarray, message: str) -> None:
