@@ -164,7 +164,7 @@ class _Parts:
         if self.route is not None:
             # A receiver whose definition has a problem (reported above) is still declared: naming it
             # unknown as well would send the reader looking for a typo that is not there.
-            declared = set(self.receivers) | _declared_names(sections.get("receivers"))
+            declared = set(self.receivers) | {n for n in _entry_names(sections) if isinstance(n, str)}
             for path, receiver in _receivers_of(self.route):
                 # Once, where it is written: a child route inherits its parent's receiver.
                 written = path == "route" or f"{path}.receiver" in rule_file.positions
@@ -194,10 +194,8 @@ class _Parts:
         """`receivers[i]` for a message about the receiver named (or numbered) i, or about one of its
         integrations ('ops/slack[0]'): `build_receivers` names them, not their path. A receiver
         defined twice is placed at its second definition."""
-        entries = self._file.sections.get("receivers")
         found = ""
-        for index, entry in enumerate(entries if isinstance(entries, list) else []):
-            name = entry.get("name") if isinstance(entry, dict) else None
+        for index, name in enumerate(_entry_names(self._file.sections)):
             if message.startswith((f"receiver {name!r}", f"receiver '{name}/", f"receiver #{index} ")):
                 found = f"receivers[{index}]"
                 if "defined twice" not in message:
@@ -216,10 +214,14 @@ def _listed(sections: Mapping[str, Any], name: str) -> list:
     return value
 
 
-def _declared_names(receivers: Any) -> set[str]:
-    """The string names in a raw `receivers` section, whether or not their receivers build."""
-    entries = receivers if isinstance(receivers, list) else []
-    return {entry["name"] for entry in entries if isinstance(entry, dict) and isinstance(entry.get("name"), str)}
+def _entry_names(sections: Mapping[str, Any]) -> list[Any]:
+    """The `name` of each entry of the raw `receivers` section, in order (None where an entry has
+    none), whether or not its receiver builds."""
+    entries = sections.get("receivers")
+    return [
+        entry.get("name") if isinstance(entry, dict) else None
+        for entry in (entries if isinstance(entries, list) else [])
+    ]
 
 
 def _receivers_of(route: Route, path: str = "route") -> Iterator[tuple[str, str]]:
