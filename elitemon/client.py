@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,9 +97,18 @@ def attach_or_start_local_ray(
     return True
 
 
-def _refuse_stale_cluster(record: Path = Path("/tmp/ray/ray_current_cluster")) -> None:
-    """Ray's "auto" reads the address of the last cluster started on this machine from `record`,
-    and waits minutes for it when that cluster is gone: refuse at once instead."""
+def _cluster_record() -> Path:
+    """Where Ray records the last cluster started on this machine: `ray_current_cluster` under its
+    temporary directory, which is $RAY_TMPDIR, else $TMPDIR (on Linux), else /tmp."""
+    temp = os.environ.get("RAY_TMPDIR") or (sys.platform.startswith("linux") and os.environ.get("TMPDIR")) or "/tmp"
+    return Path(temp) / "ray" / "ray_current_cluster"
+
+
+def _refuse_stale_cluster(record: Path | None = None) -> None:
+    """Ray's "auto" reads the address of the last cluster started on this machine from `record`
+    (default: `_cluster_record()`), and waits minutes for it when that cluster is gone: refuse at
+    once instead."""
+    record = record or _cluster_record()
     try:
         host, _, port = record.read_text().strip().rpartition(":")
     except OSError:

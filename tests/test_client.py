@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from ray._common.utils import get_ray_address_file
 
-from elitemon.client import _refuse_stale_cluster, _require_listening
+from elitemon.client import _cluster_record, _refuse_stale_cluster, _require_listening
 
 
 def _closed_port() -> int:
@@ -40,6 +41,18 @@ def test_a_record_of_a_listening_cluster_passes(tmp_path: Path) -> None:
 
 def test_no_record_leaves_the_answer_to_ray(tmp_path: Path) -> None:
     _refuse_stale_cluster(tmp_path / "absent")
+
+
+def test_the_record_is_read_where_ray_writes_it(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("RAY_TMPDIR", raising=False)
+    monkeypatch.delenv("TMPDIR", raising=False)
+    assert _cluster_record() == Path("/tmp/ray/ray_current_cluster")
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    assert _cluster_record() == tmp_path / "tmp" / "ray" / "ray_current_cluster"
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "ray-tmp"))
+    assert _cluster_record() == tmp_path / "ray-tmp" / "ray" / "ray_current_cluster"
+    # Ray's own reading, which "auto" uses.
+    assert _cluster_record() == Path(get_ray_address_file(None))
 
 
 @pytest.mark.parametrize("form", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}"])
