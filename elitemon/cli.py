@@ -37,6 +37,7 @@ from elitemon.client import Client, attach_or_start_local_ray, connect, ensure_r
 from elitemon.config import MIN_MEMORY_BUDGET_BYTES, StoreConfig
 from elitemon.query import Aggregation
 from elitemon.schema import ID_COLUMNS
+from elitemon.store import make_data_dir
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNIT_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -217,13 +218,17 @@ def _alerts(args: argparse.Namespace) -> int:
 
 
 def _start(args: argparse.Namespace) -> int:
-    _connect_or_start_ray(args.address, args.num_cpus)
     options: dict[str, Any] = {}
     if args.data_dir:
         options["data_dir"] = args.data_dir
     if args.memory_budget:
         options["memory_budget_bytes"] = args.memory_budget
     config = StoreConfig(**options)
+    if not _is_ray_client(args.address or os.environ.get("RAY_ADDRESS")):
+        # The aggregator runs on this node. Made before Ray starts: a data dir that cannot be made
+        # would otherwise be refused after this command had started a cluster, and leave it running.
+        make_data_dir(config.data_dir)
+    _connect_or_start_ray(args.address, args.num_cpus)
     handle = aggregator.start_aggregator(config, detached=True)
     client = Client(handle)
     health = client.health()
@@ -236,6 +241,11 @@ def _start(args: argparse.Namespace) -> int:
     print(f"elitemon aggregator running on Ray at {ray.get_runtime_context().gcs_address}")
     print(f"  data dir: {health.data_dir}   rows: {health.rows}   segments: {health.segments}")
     return _smoke(client) if args.smoke else 0
+
+
+def _is_ray_client(address: str | None) -> bool:
+    """Whether `address` connects through Ray Client, from a machine that is not a node."""
+    return (address or "").startswith("ray://")
 
 
 def _connect_or_start_ray(address: str | None, num_cpus: int | None) -> None:

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import math
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -285,3 +286,23 @@ def test_console_script_is_installed() -> None:
     assert result.stdout.startswith("usage: elitemon")
     for command in ("start", "status", "stop", "query"):
         assert command in result.stdout
+
+
+def test_start_refuses_a_data_dir_before_starting_a_cluster_it_would_leave_running(tmp_path) -> None:
+    # Where no cluster runs, `start` would start one; where one does (this session's), it would attach.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {**os.environ, "RAY_TMPDIR": str(tmp_path / "ray-tmp")}
+    env.pop("RAY_ADDRESS", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "elitemon.cli", "start", "--data-dir", str(blocker / "data")],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"data dir {blocker / 'data'} cannot be created: Not a directory" in result.stderr
+    assert "starting a local one" not in result.stdout
+    assert not (tmp_path / "ray-tmp" / "ray").exists(), "a Ray cluster was started"

@@ -116,6 +116,14 @@ class DirectoryInUse(OSError, RuntimeError):
 DATA_DIR_WAIT_S = 5.0
 
 
+def make_data_dir(directory: Path) -> None:
+    """Create `directory` and its parents if needed; an OSError names it and says why not."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise type(error)(f"data dir {directory} cannot be created: {error.strerror or error}") from None
+
+
 def check_data_dir(directory: Path, *, wait_s: float | None = None) -> None:
     """Create `directory` if needed and check that no Store holds it, as a Store would on opening:
     for a caller that starts a Store elsewhere (an actor) and wants the reason as an error here.
@@ -124,10 +132,7 @@ def check_data_dir(directory: Path, *, wait_s: float | None = None) -> None:
     (an aggregator restarted on the same data) lets go of the lock when its process exits, a moment
     after it was stopped.
     """
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise type(error)(f"data dir {directory} cannot be created: {error.strerror or error}") from None
+    make_data_dir(directory)
     deadline = time.monotonic() + (DATA_DIR_WAIT_S if wait_s is None else wait_s)
     while True:
         try:
