@@ -61,15 +61,22 @@ class StoreConfig:
     max_producers: int = 100_000
     segment_compression: str = "lz4"
 
+    @property
+    def seal_threshold_bytes(self) -> int:
+        """The unsealed size at which a segment is sealed: `seal_bytes`, or by default DEFAULT_SEAL_BYTES
+        or half the budget, whichever is smaller. Resolved here, not stored, so that
+        `dataclasses.replace(config, memory_budget_bytes=...)` gets the new budget's default."""
+        if self.seal_bytes is not None:
+            return self.seal_bytes
+        return min(DEFAULT_SEAL_BYTES, self.memory_budget_bytes // 2)
+
     def __post_init__(self) -> None:
         # Absolute here, in the process that names it: an actor opening the store runs elsewhere.
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().absolute())
         object.__setattr__(self, "fsync", FsyncPolicy(self.fsync))
         if self.memory_budget_bytes < MIN_MEMORY_BUDGET_BYTES:
             raise ValueError(f"memory_budget_bytes must be at least 16 MiB, but got {self.memory_budget_bytes=}.")
-        if self.seal_bytes is None:
-            object.__setattr__(self, "seal_bytes", min(DEFAULT_SEAL_BYTES, self.memory_budget_bytes // 2))
-        if not 0 < self.seal_bytes <= self.memory_budget_bytes // 2:
+        if not 0 < self.seal_threshold_bytes <= self.memory_budget_bytes // 2:
             raise ValueError(
                 f"seal_bytes must be positive and at most half the memory budget, but got {self.seal_bytes=}."
             )

@@ -223,7 +223,7 @@ class Store:
             self._batches += 1
             self._rejects.update(checked.reasons)
             self._append_hot(table, checked.good)
-            seal_due = self._hot_bytes >= self._config.seal_bytes
+            seal_due = self._hot_bytes >= self._config.seal_threshold_bytes
         if seal_due:
             self._request_seal()
         elif self._memory_bytes() > self._config.memory_budget_bytes:
@@ -345,7 +345,7 @@ class Store:
                 handles = self._wal.sync_handles()
                 self._last_sync = time.monotonic()
             age = 0.0 if self._hot_since is None else time.monotonic() - self._hot_since
-            seal_due = self._hot_bytes >= self._config.seal_bytes or age >= self._config.seal_age_s
+            seal_due = self._hot_bytes >= self._config.seal_threshold_bytes or age >= self._config.seal_age_s
         for fd in handles:  # outside the lock: ingest and queries go on during the fsync
             try:
                 os.fsync(fd)

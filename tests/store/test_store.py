@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pickle
 import threading
@@ -477,8 +478,17 @@ def test_config_bounds_are_checked(tmp_path):
     with pytest.raises(ValueError, match="seal_bytes"):
         make_config(tmp_path, memory_budget_bytes=16 * MiB, seal_bytes=9 * MiB)
     # Unset, the seal size fits the budget: a small budget alone is a valid configuration.
-    assert make_config(tmp_path, memory_budget_bytes=100 * MiB).seal_bytes == 50 * MiB
-    assert make_config(tmp_path).seal_bytes == 64 * MiB
+    assert make_config(tmp_path, memory_budget_bytes=100 * MiB).seal_threshold_bytes == 50 * MiB
+    assert make_config(tmp_path).seal_threshold_bytes == 64 * MiB
+    # A copy with a smaller budget gets that budget's default, not the original's 64 MiB (refused).
+    smaller = dataclasses.replace(make_config(tmp_path), memory_budget_bytes=32 * MiB)
+    assert smaller.seal_threshold_bytes == 16 * MiB
+    assert (
+        dataclasses.replace(
+            make_config(tmp_path, seal_bytes=4 * MiB), memory_budget_bytes=32 * MiB
+        ).seal_threshold_bytes
+        == 4 * MiB
+    )
     with pytest.raises(ValueError, match="retention_s"):
         make_config(tmp_path, retention_s=0)
     with pytest.raises(ValueError):
