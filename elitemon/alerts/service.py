@@ -49,44 +49,86 @@ class AlertSettings:
 
     @classmethod
     def from_rule_file(cls, rule_file: RuleFile) -> AlertSettings:
-        """Read `settings` (every key optional); a ValueError names the key and the reason."""
+        """Read `settings` (every key optional). A ValueError names the key and the reason; with
+        several bad keys it is a SettingsProblems that lists each."""
         section = rule_file.sections.get("settings") or {}
         if not isinstance(section, Mapping):
             raise ValueError(f"settings: expected a mapping, got {section!r}")
+        errors: list[str] = []
         unknown = sorted(set(section) - set(_SETTINGS))
         if unknown:
-            raise ValueError(f"settings: unknown keys {unknown}; expected some of {list(_SETTINGS)}")
-        interval = _seconds(section, "evaluation_interval", DEFAULT_EVALUATION_INTERVAL_S)
-        if interval <= 0:
-            raise ValueError(f"settings.evaluation_interval: must be positive, got {interval}")
-        tolerance = section.get("improvement_tolerance", 0.0)
-        if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or tolerance < 0:
-            raise ValueError(f"settings.improvement_tolerance: expected a number >= 0, got {tolerance!r}")
-        metric = section.get("score_metric", DEFAULT_METRIC)
-        if not isinstance(metric, str) or not metric:
-            raise ValueError(f"settings.score_metric: expected a metric name, got {metric!r}")
-        url = section.get("external_url", "")
-        if not isinstance(url, str):
-            raise ValueError(f"settings.external_url: expected a URL, got {url!r}")
-        try:
-            prices = PriceTable.from_mapping(section["prices"]) if "prices" in section else PriceTable()
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"settings.prices: {error}") from None
+            errors.append(f"settings: unknown keys {unknown}; expected some of {list(_SETTINGS)}")
+
+        def read(key: str, parse: Callable[[Any], Any], default: Any) -> Any:
+            try:
+                return parse(section.get(key, default))
+            except ValueError as error:
+                errors.append(f"settings.{key}: {error}")
+                return default
+
+        interval = read("evaluation_interval", _positive_duration, DEFAULT_EVALUATION_INTERVAL_S)
+        lookback = read("lookback", _duration, DEFAULT_LOOKBACK_S)
+        tolerance = read("improvement_tolerance", _non_negative_number, 0.0)
+        metric = read("score_metric", _metric_name, DEFAULT_METRIC)
+        url = read("external_url", _url, "")
+        prices = read("prices", _price_table, {})
+        if errors:
+            raise SettingsProblems(errors)
         signals = SignalSettings(
             score_metric=metric,
             improvement_tolerance=float(tolerance),
             prices=prices,
             values=dict(rule_file.values),
-            lookback_s=_seconds(section, "lookback", DEFAULT_LOOKBACK_S),
+            lookback_s=lookback,
         )
         return cls(evaluation_interval_s=interval, external_url=url, signals=signals)
 
 
-def _seconds(section: Mapping[str, Any], key: str, default: float) -> float:
+class SettingsProblems(ValueError):
+    """Every bad key of the `settings` section, one message each (`messages`)."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__("\n".join(messages))
+        self.messages = messages
+
+
+def _duration(value: Any) -> float:
     try:
-        return parse_duration(section.get(key, default))
+        return parse_duration(value)
     except ExpressionError as error:
-        raise ValueError(f"settings.{key}: {error}") from None
+        raise ValueError(str(error)) from None
+
+
+def _positive_duration(value: Any) -> float:
+    seconds = _duration(value)
+    if seconds <= 0:
+        raise ValueError(f"must be positive, got {seconds}")
+    return seconds
+
+
+def _non_negative_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"expected a number >= 0, got {value!r}")
+    return float(value)
+
+
+def _metric_name(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a metric name, got {value!r}")
+    return value
+
+
+def _url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a URL, got {value!r}")
+    return value
+
+
+def _price_table(value: Any) -> PriceTable:
+    try:
+        return PriceTable.from_mapping(value)
+    except TypeError as error:
+        raise ValueError(str(error)) from None
 
 
 class AlertService:
@@ -143,9 +185,9 @@ class AlertService:
 
 def problems(rule_file: RuleFile, *, environ: Mapping[str, str] | None = None) -> list[Problem]:
     """Every problem of the sections beyond the rules (settings, receivers, route, inhibition), located
-    at the key its message names (else at its section): what `elitemon alerts check` prints after the
-    rules' own."""
-    return _Parts(rule_file, environ).problems
+    at the key its message names (else at its section), in the file's order: what `elitemon alerts
+    check` prints after the rules' own."""
+    return sorted(_Parts(rule_file, environ).problems, key=lambda problem: (problem.line, problem.column))
 
 
 class _Parts:
@@ -181,7 +223,8 @@ class _Parts:
         try:
             return build()
         except ValueError as error:
-            self._problem(section, str(error))
+            for message in error.messages if isinstance(error, SettingsProblems) else [str(error)]:
+                self._problem(section, message)
             return fallback
 
     def _problem(self, section: str, message: str) -> None:
