@@ -16,7 +16,6 @@ NaN or infinite are left out; for machines only the timestamps of their rows mat
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from elitemon.analytics._frames import is_whole_number, require_columns, require_datetime_ts
+from elitemon.analytics.migration import payload_source_generation
 
 SAMPLE_COLUMNS = ("ts", "kind", "node", "source", "generation", "metric", "value")
 EVENT_COLUMNS = ("ts", "type", "agent", "source_agent", "generation", "payload")
@@ -343,7 +343,7 @@ def _exploits(events: pd.DataFrame) -> pd.DataFrame:
     """Exploit events with their source generation (from the payload), in ts order."""
     require_columns(events, "events", EVENT_COLUMNS)
     table = events[(events["type"] == "exploit") & events["agent"].notna() & events["source_agent"].notna()]
-    source_generation = [_source_generation(text) for text in table["payload"]]
+    source_generation = [payload_source_generation(text) for text in table["payload"]]
     return pd.DataFrame(
         {
             "ts": table["ts"],
@@ -353,17 +353,6 @@ def _exploits(events: pd.DataFrame) -> pd.DataFrame:
             "source_generation": pd.Series(source_generation, index=table.index, dtype=np.float64),
         }
     ).sort_values("ts", kind="stable")
-
-
-def _source_generation(payload: Any) -> float | None:
-    """The exploit payload's source_generation; None when the payload is missing or says nothing."""
-    if not isinstance(payload, str) or not payload:
-        return None
-    try:
-        value = json.loads(payload).get("source_generation")
-    except (json.JSONDecodeError, AttributeError):
-        raise ValueError(f"events: an exploit payload is not a JSON object: {payload[:80]!r}") from None
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 @dataclass(frozen=True)

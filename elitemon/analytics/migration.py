@@ -485,6 +485,13 @@ def _latency(payload: dict) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else np.nan
 
 
+def payload_source_generation(text: object) -> int | None:
+    """An exploit event's source_generation, read from its JSON payload text (None when the payload
+    is missing or does not say); a ValueError names a payload that is not a JSON object or a
+    source_generation that is not a whole number."""
+    return _source_generation(_payload(text))
+
+
 def _source_generation(payload: dict) -> int | None:
     """The payload's source_generation: a whole number or None. JSON may hold it as 3.0, and as the
     text "3" where an older `report_exploit` wrote a NumPy int (json.dumps' default=str)."""

@@ -295,6 +295,16 @@ def test_malformed_exploit_payload_is_an_error_naming_events() -> None:
         samples_processed(counters_with_a_restore(), events)
 
 
+def test_a_source_generation_is_read_as_migration_reads_it() -> None:
+    # An older report_exploit stored a NumPy generation as the text "3": still the restore of 1000.
+    as_text = events_frame([{**exploit(4.9, "A", "B", 3, 3), "payload": json.dumps({"source_generation": "3"})}])
+    work = samples_processed(counters_with_a_restore(), as_text)
+    assert (work.total, work.restores) == (pytest.approx(1000.0), 1)
+    half = events_frame([{**exploit(4.9, "A", "B", 3, 3), "payload": json.dumps({"source_generation": 2.5})}])
+    with pytest.raises(ValueError, match="source_generation must be a whole number, but got 2.5"):
+        samples_processed(counters_with_a_restore(), half)
+
+
 def test_return_on_investment() -> None:
     summary = summarise_cost(node_usage(two_nodes(), PRICES, gpu_model="A100"), PRICES)  # total 6.80
     score = best_score_change(frame([sample(0, "agent", "n", "a", "mean_return", v, g) for g, v in ((1, 2), (2, 5))]))
