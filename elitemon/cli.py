@@ -36,7 +36,7 @@ from elitemon.alerts import commands as alert_commands
 from elitemon.client import Client, attach_or_start_local_ray, connect, ensure_ray
 from elitemon.config import MIN_MEMORY_BUDGET_BYTES, StoreConfig
 from elitemon.query import Aggregation
-from elitemon.schema import ID_COLUMNS
+from elitemon.schema import ID_COLUMNS, Kind
 from elitemon.store import make_data_dir
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
@@ -272,7 +272,8 @@ def _connect_or_start_ray(address: str | None, num_cpus: int | None) -> None:
 
 
 def _smoke(client: Client, agents: int = 64, metrics: int = 16, steps: int = 50) -> int:
-    """Write agents × metrics × steps samples, read them back, and say whether all arrived."""
+    """Write agents × metrics × steps samples, read them back, and say whether all arrived. They are
+    of kind "smoke", so that no report, dashboard or alert of the store counts them as agents."""
     run = uuid.uuid4().hex[:8]
     now = time.time()
     producer = client.producer()
@@ -283,7 +284,7 @@ def _smoke(client: Client, agents: int = 64, metrics: int = 16, steps: int = 50)
             "samples",
             {
                 "ts": np.full(n, now - steps + step),
-                "kind": ["agent"] * n,
+                "kind": [Kind.SMOKE.value] * n,
                 "node": ["smoke"] * n,
                 "source": [f"smoke-{run}-agent-{i // metrics}" for i in range(n)],
                 "generation": np.full(n, step),

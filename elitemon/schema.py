@@ -38,6 +38,8 @@ class Kind(enum.StrEnum):
     NODE = "node"
     GPU = "gpu"
     BENCH = "bench"
+    #: Written by `elitemon start --smoke` to check the write and read path; nothing analyses them.
+    SMOKE = "smoke"
 
 
 _ID = pa.dictionary(pa.int32(), pa.string())

@@ -66,6 +66,10 @@ def test_start_runs_the_aggregator_and_the_smoke_check_passes(cli_aggregator) ->
     assert "smoke: OK" in smoke.out
     assert f"read back {SMOKE_AGENTS * SMOKE_METRICS * SMOKE_STEPS}" in smoke.out
     assert "FAILED" not in smoke.err
+    # Kept apart from the agents that reports, the dashboard and alerts read.
+    client = elitemon.connect()
+    assert client.samples(kind="smoke").num_rows == SMOKE_AGENTS * SMOKE_METRICS * SMOKE_STEPS
+    assert client.samples(kind="agent", node="smoke").num_rows == 0
 
 
 def test_start_again_attaches_to_the_running_aggregator(cli_aggregator, capsys) -> None:
@@ -99,7 +103,7 @@ def test_query_samples_downsampled_as_csv(cli_aggregator, capsys) -> None:
     # SMOKE_STEPS one-second samples per series fall into 5 or 6 ten-second buckets.
     assert SMOKE_AGENTS * 5 <= len(rows) <= SMOKE_AGENTS * 6
     assert {row["metric"] for row in rows} == {"metric_0"}
-    assert {row["kind"] for row in rows} == {"agent"} and {row["node"] for row in rows} == {"smoke"}
+    assert {row["kind"] for row in rows} == {"smoke"} and {row["node"] for row in rows} == {"smoke"}
     assert len({row["source"] for row in rows}) == SMOKE_AGENTS
     assert all(math.isfinite(float(row["value"])) for row in rows)
 
