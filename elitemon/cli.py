@@ -224,11 +224,7 @@ def _start(args: argparse.Namespace) -> int:
     if args.memory_budget:
         options["memory_budget_bytes"] = args.memory_budget
     config = StoreConfig(**options)
-    if not _is_ray_client(args.address or os.environ.get("RAY_ADDRESS")):
-        # The aggregator runs on this node. Made before Ray starts: a data dir that cannot be made
-        # would otherwise be refused after this command had started a cluster, and leave it running.
-        make_data_dir(config.data_dir)
-    _connect_or_start_ray(args.address, args.num_cpus)
+    _connect_or_start_ray(args.address, args.num_cpus, config.data_dir)
     handle = aggregator.start_aggregator(config, detached=True)
     client = Client(handle)
     health = client.health()
@@ -243,12 +239,9 @@ def _start(args: argparse.Namespace) -> int:
     return _smoke(client) if args.smoke else 0
 
 
-def _is_ray_client(address: str | None) -> bool:
-    """Whether `address` connects through Ray Client, from a machine that is not a node."""
-    return (address or "").startswith("ray://")
-
-
-def _connect_or_start_ray(address: str | None, num_cpus: int | None) -> None:
+def _connect_or_start_ray(address: str | None, num_cpus: int | None, data_dir: Path) -> None:
+    """Connect to `address`, else to the running cluster, else start a local one (`ray start
+    --head`, which outlives this command) for an aggregator over `data_dir`."""
     if ray.is_initialized():
         return
     if address is not None:
@@ -259,6 +252,8 @@ def _connect_or_start_ray(address: str | None, num_cpus: int | None) -> None:
         return
     except ConnectionError:
         pass
+    # Made first: a data dir refused after the cluster had started would leave that cluster running.
+    make_data_dir(data_dir)
     # Loopback only: a cluster this command starts for one machine should not listen on the network.
     command = [*_RAY_CLI, "start", "--head", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
     if num_cpus is not None:
@@ -273,7 +268,7 @@ def _connect_or_start_ray(address: str | None, num_cpus: int | None) -> None:
 
 def _smoke(client: Client, agents: int = 64, metrics: int = 16, steps: int = 50) -> int:
     """Write agents × metrics × steps samples, read them back, and say whether all arrived. They are
-    of kind "smoke", so that no report, dashboard or alert of the store counts them as agents."""
+    of kind "smoke", so that neither reports nor alerts of the store count them as agents."""
     run = uuid.uuid4().hex[:8]
     now = time.time()
     producer = client.producer()

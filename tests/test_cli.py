@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import math
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,8 +20,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import ray
 
 import elitemon
+from elitemon import cli
 from elitemon.cli import main, parse_duration, parse_generations, parse_size, parse_time
 from tests.conftest import wait_for
 
@@ -168,6 +169,22 @@ def test_agg_without_step_fails_instead_of_being_ignored(cli_aggregator, capsys)
     assert "--agg needs --step" in capsys.readouterr().err
 
 
+def test_a_data_dir_that_cannot_be_made_is_refused_before_a_cluster_is_started(monkeypatch, tmp_path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    # No cluster to attach to here, so the next step would be `ray start --head`. Should it come
+    # first, this stand-in fails it without starting anything (the test fails, nothing is left).
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(cli, "ensure_ray", _no_cluster)
+    monkeypatch.setattr(cli, "_RAY_CLI", [sys.executable, "-c", "raise SystemExit(3)"])
+    with pytest.raises(NotADirectoryError, match=f"data dir {blocker / 'data'} cannot be created: Not a directory"):
+        cli._connect_or_start_ray(None, None, blocker / "data")
+
+
+def _no_cluster(address: str | None) -> None:
+    raise ConnectionError(f"no Ray cluster at {address!r}")
+
+
 def test_a_bad_duration_is_an_argparse_error(capsys) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["query", "samples", "--since", "soon"])
@@ -290,23 +307,3 @@ def test_console_script_is_installed() -> None:
     assert result.stdout.startswith("usage: elitemon")
     for command in ("start", "status", "stop", "query"):
         assert command in result.stdout
-
-
-def test_start_refuses_a_data_dir_before_starting_a_cluster_it_would_leave_running(tmp_path) -> None:
-    # Where no cluster runs, `start` would start one; where one does (this session's), it would attach.
-    blocker = tmp_path / "a-file"
-    blocker.write_text("")
-    env = {**os.environ, "RAY_TMPDIR": str(tmp_path / "ray-tmp")}
-    env.pop("RAY_ADDRESS", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "elitemon.cli", "start", "--data-dir", str(blocker / "data")],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 2, result.stderr
-    assert f"data dir {blocker / 'data'} cannot be created: Not a directory" in result.stderr
-    assert "starting a local one" not in result.stdout
-    assert not (tmp_path / "ray-tmp" / "ray").exists(), "a Ray cluster was started"
