@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -99,8 +100,14 @@ def attach_or_start_local_ray(
 
 def _cluster_record() -> Path:
     """Where Ray records the last cluster started on this machine: `ray_current_cluster` under its
-    temporary directory, which is $RAY_TMPDIR, else $TMPDIR (on Linux), else /tmp."""
-    temp = os.environ.get("RAY_TMPDIR") or (sys.platform.startswith("linux") and os.environ.get("TMPDIR")) or "/tmp"
+    temporary directory, which is $RAY_TMPDIR if set, else $TMPDIR if set (on Linux), else /tmp
+    (Ray's rule, set or empty alike)."""
+    if "RAY_TMPDIR" in os.environ:
+        temp = os.environ["RAY_TMPDIR"]
+    elif sys.platform.startswith("linux") and "TMPDIR" in os.environ:
+        temp = os.environ["TMPDIR"]
+    else:
+        temp = "/tmp" if sys.platform.startswith(("linux", "darwin")) else tempfile.gettempdir()
     return Path(temp) / "ray" / "ray_current_cluster"
 
 

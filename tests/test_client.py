@@ -49,9 +49,11 @@ def test_the_record_is_read_where_ray_writes_it(monkeypatch, tmp_path: Path) -> 
     assert _cluster_record() == Path("/tmp/ray/ray_current_cluster")
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     assert _cluster_record() == tmp_path / "tmp" / "ray" / "ray_current_cluster"
+    assert _cluster_record() == Path(get_ray_address_file(None))  # Ray's own reading, which "auto" uses
+    monkeypatch.setenv("TMPDIR", "")  # set but empty: still Ray's choice
+    assert _cluster_record() == Path(get_ray_address_file(None)) == Path("ray/ray_current_cluster")
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "ray-tmp"))
     assert _cluster_record() == tmp_path / "ray-tmp" / "ray" / "ray_current_cluster"
-    # Ray's own reading, which "auto" uses.
     assert _cluster_record() == Path(get_ray_address_file(None))
 
 
