@@ -49,8 +49,8 @@ class AlertSettings:
 
     @classmethod
     def from_rule_file(cls, rule_file: RuleFile) -> AlertSettings:
-        """Read `settings` (every key optional). A ValueError names the key and the reason; with
-        several bad keys it is a SettingsProblems that lists each."""
+        """Read `settings` (every key optional). Bad keys raise a SettingsProblems (a ValueError)
+        with one message for each, naming the key and the reason."""
         section = rule_file.sections.get("settings") or {}
         if not isinstance(section, Mapping):
             raise ValueError(f"settings: expected a mapping, got {section!r}")
@@ -187,11 +187,12 @@ def problems(rule_file: RuleFile, *, environ: Mapping[str, str] | None = None) -
     """Every problem of the sections beyond the rules (settings, receivers, route, inhibition), located
     at the key its message names (else at its section), in the file's order: what `elitemon alerts
     check` prints after the rules' own."""
-    return sorted(_Parts(rule_file, environ).problems, key=lambda problem: (problem.line, problem.column))
+    return _Parts(rule_file, environ).problems
 
 
 class _Parts:
-    """Builds each section, collecting the problems instead of stopping at the first."""
+    """Builds each section, collecting the problems (in the file's order) instead of stopping at the
+    first."""
 
     def __init__(self, rule_file: RuleFile, environ: Mapping[str, str] | None) -> None:
         self._file = rule_file
@@ -218,6 +219,7 @@ class _Parts:
             lambda: Inhibitor.from_config(sections["inhibit_rules"]) if "inhibit_rules" in sections else Inhibitor(),
             Inhibitor(),
         )
+        self.problems.sort(key=lambda problem: (problem.line, problem.column))
 
     def _build(self, section: str, build: Callable[[], Any], fallback: Any) -> Any:
         try:

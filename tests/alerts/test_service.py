@@ -75,13 +75,17 @@ def test_bad_settings_are_problems_at_their_key(settings: str, message: str, lin
 
 def test_every_bad_setting_is_a_problem_of_its_own() -> None:
     text = RULES + "settings:\n  evaluation_interval: 0s\n  every: 5s\n  score_metric: ''\n  lookback: soon\n"
-    found = [(p.line, p.column, p.message.split(":")[0]) for p in problems(loads_rules(text, known_names=KnownNames()))]
+    rule_file = loads_rules(text, known_names=KnownNames())
+    found = [(p.line, p.column, p.message.split(":")[0]) for p in problems(rule_file)]
     assert found == [
         (13, 1, "settings"),  # the unknown key 'every'
         (14, 3, "settings.evaluation_interval"),
         (16, 3, "settings.score_metric"),
         (17, 3, "settings.lookback"),
     ]
+    with pytest.raises(ValueError) as raised:  # the service refuses the file with the same list
+        AlertService(rule_file)
+    assert [line.split(": ")[1] for line in str(raised.value).splitlines()] == [key for *_, key in found]
 
 
 def test_a_receiver_problem_is_placed_at_the_receiver_it_names_or_numbers() -> None:
