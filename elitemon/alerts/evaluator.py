@@ -73,7 +73,7 @@ class AlertEvaluator:
         self._aggregator = aggregator.get_aggregator(name=aggregator_name)
         self._producer = Producer(RaySink(name=aggregator_name), name="alerts", max_delay_s=0.2)
         self._interval_s = self._service.settings.evaluation_interval_s
-        self._lock = threading.Lock()  # one evaluation or flush at a time
+        self._lock = threading.Lock()  # one evaluation or flush at a time; alerts() reads between them
         self._stats: dict[str, Any] = {
             "started_at": time.time(),
             "evaluations": 0,
@@ -133,20 +133,25 @@ class AlertEvaluator:
     # ------------------------------------------------------------------ queries and commands
 
     def alerts(self) -> list[dict]:
-        """Pending and firing alert instances, firing first."""
-        return [
-            {
-                "alertname": i.rule,
-                "state": i.state.value,
-                "labels": dict(i.labels),
-                "value": i.value,
-                "active_since": i.active_since,
-                "fired_at": i.fired_at,
-                "fingerprint": i.fingerprint,
-                "silenced_by": self._service.silences.is_silenced(_probe(i.labels)),
-            }
-            for i in self._service.engine.instances()
-        ]
+        """Pending and firing alert instances, firing first.
+
+        Read between evaluations, never inside one: a state shown here has had its change recorded,
+        so `flush_events` after it puts that change in the store. (Read mid-evaluation, a resolve
+        could show before its event was written, and the flush find nothing to wait for.)"""
+        with self._lock:
+            return [
+                {
+                    "alertname": i.rule,
+                    "state": i.state.value,
+                    "labels": dict(i.labels),
+                    "value": i.value,
+                    "active_since": i.active_since,
+                    "fired_at": i.fired_at,
+                    "fingerprint": i.fingerprint,
+                    "silenced_by": self._service.silences.is_silenced(_probe(i.labels)),
+                }
+                for i in self._service.engine.instances()
+            ]
 
     def silence(
         self,

@@ -4,7 +4,9 @@ so the restart neither fires it a second time nor loses its resolve."""
 from __future__ import annotations
 
 import json
+import threading
 import time
+import zlib
 from pathlib import Path
 
 from elitemon.producer import Producer, RaySink
@@ -72,3 +74,42 @@ def _started_after(ray, evaluator, started: float) -> bool:
         return ray.get(evaluator.status.remote(), timeout=5)["started_at"] > started
     except ray.exceptions.RayError:  # still restarting
         return False
+
+
+def test_an_alert_state_is_shown_only_once_its_change_is_recorded(aggregator_handle, aggregator_name: str) -> None:
+    """`alerts()` read in the middle of an evaluation showed a resolve whose event was not yet
+    written, so a `flush_events` right after it had nothing to wait for (this test's flake, once)."""
+    from elitemon.alerts.evaluator import AlertEvaluator
+
+    # In this process, to hold an evaluation between its state change and its record. The loop
+    # evaluates once at start, then not for an hour.
+    evaluator = AlertEvaluator(zlib.compress(RULES.replace("200ms", "1h").encode()), aggregator_name=aggregator_name)
+    try:
+        _write_loss(aggregator_name, 9.0)
+        wait_for(lambda: evaluator.evaluate_now()["firing"] == 1, what="the alert to fire")
+        _write_loss(aggregator_name, 1.0)
+
+        inside, release, recorded = threading.Event(), threading.Event(), []
+        record = evaluator._record
+
+        def held_record(changes) -> None:
+            inside.set()
+            release.wait(timeout=30)
+            record(changes)
+            recorded.append(len(changes))
+
+        evaluator._record = held_record
+        evaluation = threading.Thread(target=evaluator.evaluate_now)
+        evaluation.start()
+        assert inside.wait(timeout=30), "the evaluation did not reach its record"
+        seen: list = []
+        reader = threading.Thread(target=lambda: seen.append((evaluator.alerts(), list(recorded))))
+        reader.start()
+        reader.join(timeout=1.0)  # a window for a read that does not wait for the evaluation
+        release.set()
+        evaluation.join(timeout=30)
+        reader.join(timeout=30)
+        ((alerts, recorded_when_read),) = seen
+        assert alerts == [] and recorded_when_read == [1], "the resolve showed before its event was recorded"
+    finally:
+        evaluator.stop()
