@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import ray
@@ -230,3 +231,25 @@ def test_pb2_exploits_match_pbt_global_txt_even_past_a_failing_listener(
         lr = json.loads(event["payload"])["new_config"]["lr"]
         assert 0.01 - 1e-6 <= lr <= 0.5 + 1e-6, "PB2 stays inside its bounds (it rounds through float32)"
     ray.kill(handle, no_restart=True)
+
+
+def test_an_exploit_that_could_not_be_recorded_awaits_no_migration(aggregator_handle, aggregator_name: str) -> None:
+    """Were the target marked migrating before its exploit was recorded, a failed record would leave
+    a migration_completed with no exploit before it."""
+    callback = MonitorCallback(aggregator_name=aggregator_name, monitor_nodes=False)
+    callback.setup()
+    trial = SimpleNamespace(trial_id="t1", last_result={})  # what the hooks read of a Tune Trial
+    unplaceable = _exploits.Exploit(
+        target="t1", source="t2", target_tag="1_lr=0.1", source_tag="2_lr=0.2", target_node=None,
+        source_node=None, target_iteration=-1, source_iteration=3, trigger_iteration=4,
+        old_config={}, source_config={}, new_config={}, operations={},
+    )  # fmt: skip
+    try:
+        with pytest.raises(ValueError, match="generation"):
+            callback._on_exploit(unplaceable)
+        callback.on_trial_result(0, [], trial, {"training_iteration": 5, "iterations_since_restore": 1})
+    finally:
+        callback.on_experiment_end([])
+    events = Client(aggregator_handle).events(as_pandas=True)
+    assert list(events["type"]) == [], "an event was recorded for an exploit that was refused"
+    assert Client(aggregator_handle).samples(source="t1").num_rows > 0  # the result itself was kept
