@@ -10,20 +10,22 @@ first alert).
 The history is the store's: `elitemon alerts list --history` and `Client.events(type=[...])` read
 those events. After a restart, the actor reads them back, and alerts whose last event is
 `alert_firing` fire on from their original start, so a restart neither loses a resolve nor repeats a
-`for` wait. Silences, acknowledgements and the delivery log live in the actor's memory: they are
-lost with it (stated in the README's known limits).
+`for` wait. Silences and acknowledgements are events too (`silence`, written at creation and at
+expiry, and `alert_acknowledged`), stored before the command that makes them returns, and read back
+the same way. The delivery log lives in the actor's memory and is lost with it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import ray
@@ -34,16 +36,21 @@ from elitemon.alerts.routing import Matcher
 from elitemon.alerts.rules import RuleFile, load_rules, loads_rules
 from elitemon.alerts.service import AlertService, problems
 from elitemon.alerts.signals import KnownNames, Snapshot, compute_snapshot
+from elitemon.alerts.silences import Acknowledgement, Silence
 from elitemon.alerts.state import Change
 from elitemon.producer import Producer, RaySink
 from elitemon.query import select
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_RULES_PATH = Path(__file__).with_name("default_rules.yaml")
 #: A rule file travels to the actor compressed, inside Ray's 100 KB limit for inline arguments.
 MAX_RULES_ZLIB_BYTES = 90_000
 FIRING, RESOLVED = "alert_firing", "alert_resolved"
+SILENCE, ACKNOWLEDGED = "silence", "alert_acknowledged"
+#: How long a silence or acknowledgement command waits for its event to be stored.
+COMMAND_STORE_TIMEOUT_S = 10.0
 
 
 def evaluator_name(aggregator_name: str = aggregator.NAME) -> str:
@@ -168,10 +175,12 @@ class AlertEvaluator:
             parsed, ends_at=ends_at, created_by=created_by, comment=comment, starts_at=starts_at
         )
         self._wake.set()
+        self._store_command(SILENCE, _silence_payload(self._service.silences.get(silence_id)))
         return silence_id
 
     def expire_silence(self, silence_id: str) -> None:
         self._service.silences.expire(silence_id)
+        self._store_command(SILENCE, _silence_payload(self._service.silences.get(silence_id)))
 
     def silences(self, active_only: bool = False) -> list[dict]:
         now = time.time()
@@ -190,7 +199,12 @@ class AlertEvaluator:
 
     def acknowledge(self, fingerprint: str, by: str, comment: str, until: float | None = None) -> None:
         """Stop repeat notifications of a firing alert until it resolves (or `until`)."""
-        self._service.acks.acknowledge(fingerprint, by, comment, until=until)
+        ack = self._service.acks.acknowledge(fingerprint, by, comment, until=until)
+        self._store_command(ACKNOWLEDGED, dataclasses.asdict(ack))
+
+    def acknowledgements(self) -> list[dict]:
+        """The acknowledgements in force, oldest first: fingerprint, by, comment, at, until."""
+        return [dataclasses.asdict(ack) for ack in self._service.acks.list()]
 
     def deliveries(self, receiver: str | None = None, limit: int | None = None) -> list[dict]:
         """The delivery log, oldest first: receiver, attempt, outcome, HTTP status, error."""
@@ -245,8 +259,36 @@ class AlertEvaluator:
         if changes:
             self._producer.write_rows("events", [_change_row(change) for change in changes])
 
+    def _store_command(self, kind: str, payload: dict) -> None:
+        """Record a silence or acknowledgement, and wait until it is stored: a restart right after
+        the command returns must not lose it. A ConnectionError if the store does not confirm it."""
+        self._producer.write_rows("events", [{"ts": time.time(), "type": kind, "payload": json.dumps(payload)}])
+        if not self._producer.flush(COMMAND_STORE_TIMEOUT_S):
+            raise ConnectionError(
+                f"the {kind} is in force, but the store did not confirm it within {COMMAND_STORE_TIMEOUT_S} s:"
+                " a restart of the evaluator before it does would lose it"
+            )
+
+    def _last_recorded(self, kind: str, key: str, build: Callable[[dict], T]) -> list[T]:
+        """`build` of the payload of each `kind` event that is the last for its value of `key`. One
+        that cannot be read (not written by this actor) is logged and skipped: it must not stop the
+        restart."""
+        last: dict[str, T] = {}
+        for payload in self._rows(select("events", type=kind))["payload"]:
+            try:
+                record = json.loads(payload)
+                last[record[key]] = build(record)
+            except (TypeError, ValueError, KeyError):
+                log.warning("skipping a %s event that cannot be read: %.200r", kind, payload)
+        return list(last.values())
+
     def _restore(self) -> None:
-        """Fire on the alerts whose last recorded event is `alert_firing` (see the module docstring)."""
+        """Fire on the alerts whose last recorded event is `alert_firing`, and put back the silences
+        and acknowledgements as last recorded (see the module docstring)."""
+        for silence in self._last_recorded(SILENCE, "id", lambda record: Silence(**record)):
+            self._service.silences.restore(silence)
+        for ack in self._last_recorded(ACKNOWLEDGED, "fingerprint", lambda record: Acknowledgement(**record)):
+            self._service.acks.restore(ack)
         events = self._rows(select("events", type=[FIRING, RESOLVED]))
         last: dict[str, dict] = {}
         for kind, payload in zip(events["type"], events["payload"], strict=True):
@@ -266,6 +308,10 @@ class AlertEvaluator:
         ]
         self._service.engine.restore(firing, now=time.time())
         self._service.router.ingest(firing)
+
+
+def _silence_payload(silence: Silence) -> dict:
+    return {**dataclasses.asdict(silence), "matchers": [str(m) for m in silence.matchers]}
 
 
 def _change_row(change: Change) -> dict:

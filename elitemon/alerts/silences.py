@@ -125,6 +125,13 @@ class SilenceStore:
         self._silences[silence.id] = silence
         return silence.id
 
+    def restore(self, silence: Silence) -> None:
+        """Put back a silence as it was recorded (a restart reads them from the store), replacing
+        the one with its id; one expired longer than `retention_s` ago is not kept."""
+        self._forget_old(self._clock())
+        if silence.ends_at >= self._clock() - self._retention_s:
+            self._silences[silence.id] = silence
+
     def _forget_old(self, now: float) -> None:
         for silence_id in [i for i, s in self._silences.items() if s.ends_at < now - self._retention_s]:
             del self._silences[silence_id]
@@ -193,13 +200,27 @@ class AckStore:
 
     def acknowledge(self, fingerprint: str, by: str, comment: str, until: float | None = None) -> Acknowledgement:
         """Acknowledge the alert instance with this fingerprint now, replacing an earlier one."""
+        ack = Acknowledgement(fingerprint, by, comment, at=self._clock(), until=until)
+        self.restore(ack)
+        return ack
+
+    def restore(self, ack: Acknowledgement) -> None:
+        """Keep `ack` as the latest of its alert instance (as made, or as recorded before a restart),
+        unless it is already past its `until` or older than `retention_s`."""
         now = self._clock()
-        ack = Acknowledgement(fingerprint, by, comment, at=now, until=until)
-        stale = [f for f, a in self._acks.items() if a.at < now - self._retention_s or (a.until or now) < now]
+        stale = [f for f, a in self._acks.items() if self._stale(a, now)]
         for old in stale:
             del self._acks[old]
-        self._acks[fingerprint] = ack
-        return ack
+        if not self._stale(ack, now):
+            self._acks[ack.fingerprint] = ack
+
+    def _stale(self, ack: Acknowledgement, now: float) -> bool:
+        return ack.at < now - self._retention_s or (ack.until or now) < now
+
+    def list(self) -> list[Acknowledgement]:
+        """The acknowledgements in force, oldest first."""
+        now = self._clock()
+        return sorted((a for a in self._acks.values() if not self._stale(a, now)), key=lambda a: a.at)
 
     def __len__(self) -> int:
         return len(self._acks)

@@ -1,5 +1,6 @@
 """The evaluator actor across a restart: a firing alert is taken up again from the store's events,
-so the restart neither fires it a second time nor loses its resolve."""
+so the restart neither fires it a second time nor loses its resolve; silences and acknowledgements
+come back too."""
 
 from __future__ import annotations
 
@@ -31,6 +32,12 @@ def _write_loss(aggregator_name: str, value: float) -> None:
     assert producer.close(timeout=30)
 
 
+def _write_event(aggregator_name: str, kind: str, payload: str) -> None:
+    producer = Producer(RaySink(name=aggregator_name), name="test-evaluator-events")
+    producer.write_rows("events", [{"ts": time.time(), "type": kind, "payload": payload}])
+    assert producer.close(timeout=30)
+
+
 def test_a_restarted_evaluator_takes_up_firing_alerts(aggregator_handle, aggregator_name: str, tmp_path: Path) -> None:
     import ray
 
@@ -47,6 +54,17 @@ def test_a_restarted_evaluator_takes_up_firing_alerts(aggregator_handle, aggrega
             lambda: [a for a in ray.get(evaluator.alerts.remote()) if a["state"] == "firing"], what="the alert"
         )
         assert ray.get(evaluator.flush_events.remote())
+        # Silences and acknowledgements are stored before their command returns, and come back too.
+        kept = ray.get(
+            evaluator.silence.remote(['agent="a1"'], ends_at=time.time() + 3600, created_by="ana", comment="c")
+        )
+        ended = ray.get(
+            evaluator.silence.remote(['agent="a2"'], ends_at=time.time() + 3600, created_by="ana", comment="c")
+        )
+        ray.get(evaluator.expire_silence.remote(ended))
+        ray.get(evaluator.acknowledge.remote(alert["fingerprint"], "ana", "on it"))
+        silences, acks = ray.get(evaluator.silences.remote()), ray.get(evaluator.acknowledgements.remote())
+        _write_event(aggregator_name, "silence", "{not json")  # not the evaluator's: skipped, not fatal
 
         started = ray.get(evaluator.status.remote())["started_at"]
         ray.kill(evaluator, no_restart=False)  # the actor restarts and rebuilds its state
@@ -54,6 +72,12 @@ def test_a_restarted_evaluator_takes_up_firing_alerts(aggregator_handle, aggrega
         (again,) = ray.get(evaluator.alerts.remote())
         assert again["state"] == "firing" and again["fingerprint"] == alert["fingerprint"]
         assert again["fired_at"] == alert["fired_at"]
+        assert ray.get(evaluator.silences.remote()) == silences and [s["state"] for s in silences] == [
+            "active",
+            "expired",
+        ]
+        assert [s["id"] for s in silences] == [kept, ended]
+        assert ray.get(evaluator.acknowledgements.remote()) == acks and acks[0]["fingerprint"] == alert["fingerprint"]
         ray.get(evaluator.evaluate_now.remote())
         assert ray.get(evaluator.flush_events.remote())
         events = client.events(type=["alert_firing", "alert_resolved"], as_pandas=True)

@@ -10,6 +10,7 @@ from elitemon.alerts._model import Alert, Status
 from elitemon.alerts.routing import Route, Router
 from elitemon.alerts.silences import (
     DEFAULT_INHIBIT_RULES,
+    Acknowledgement,
     AckStore,
     Inhibitor,
     InhibitRule,
@@ -142,6 +143,29 @@ def test_old_acknowledgements_are_forgotten():
     clock.now = T0 + 120
     acks.acknowledge("f4", "ana", "x")  # f1 is older than the retention
     assert len(acks) == 2  # f3 and f4
+
+
+def test_restored_silences_are_kept_as_recorded_unless_long_expired():
+    clock = FakeClock()
+    store = SilenceStore(clock, retention_s=100)
+    recorded = Silence("s1", ('node="n1"',), T0 - 50, T0 + 60, "ana", "maintenance")
+    store.restore(recorded)
+    assert store.get("s1") == recorded and store.is_silenced(alert(node="n1")) == ["s1"]
+    store.restore(replace(recorded, ends_at=T0))  # its expiry, recorded later, wins
+    assert store.is_silenced(alert(node="n1")) == [] and store.get("s1").state(T0) is SilenceState.EXPIRED
+    store.restore(Silence("s0", ('node="n2"',), T0 - 500, T0 - 101, "ana", "x"))  # past the retention
+    assert [s.id for s in store.list()] == ["s1"]
+
+
+def test_restored_acknowledgements_are_kept_unless_run_out():
+    clock = FakeClock()
+    acks = AckStore(clock, retention_s=100)
+    firing = alert(starts_at=T0 - 30)
+    kept = Acknowledgement(firing.fingerprint, "ana", "on it", at=T0 - 10)
+    acks.restore(kept)
+    acks.restore(Acknowledgement("f2", "ana", "x", at=T0 - 20, until=T0 - 5))  # its `until` has passed
+    acks.restore(Acknowledgement("f3", "ana", "x", at=T0 - 101))  # older than the retention
+    assert acks.list() == [kept] and acks.suppress_repeat(firing)
 
 
 def test_expire():
