@@ -25,7 +25,7 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pandas as pd
 import ray
@@ -42,7 +42,6 @@ from elitemon.producer import Producer, RaySink
 from elitemon.query import select
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 DEFAULT_RULES_PATH = Path(__file__).with_name("default_rules.yaml")
 #: A rule file travels to the actor compressed, inside Ray's 100 KB limit for inline arguments.
@@ -175,12 +174,13 @@ class AlertEvaluator:
             parsed, ends_at=ends_at, created_by=created_by, comment=comment, starts_at=starts_at
         )
         self._wake.set()
-        self._store_command(SILENCE, _silence_payload(self._service.silences.get(silence_id)))
+        self._store_command(SILENCE, _silence_payload(self._service.silences.get(silence_id)), f"silence {silence_id}")
         return silence_id
 
     def expire_silence(self, silence_id: str) -> None:
         self._service.silences.expire(silence_id)
-        self._store_command(SILENCE, _silence_payload(self._service.silences.get(silence_id)))
+        expired = self._service.silences.get(silence_id)
+        self._store_command(SILENCE, _silence_payload(expired), f"the expiry of silence {silence_id}")
 
     def silences(self, active_only: bool = False) -> list[dict]:
         now = time.time()
@@ -200,7 +200,7 @@ class AlertEvaluator:
     def acknowledge(self, fingerprint: str, by: str, comment: str, until: float | None = None) -> None:
         """Stop repeat notifications of a firing alert until it resolves (or `until`)."""
         ack = self._service.acks.acknowledge(fingerprint, by, comment, until=until)
-        self._store_command(ACKNOWLEDGED, dataclasses.asdict(ack))
+        self._store_command(ACKNOWLEDGED, dataclasses.asdict(ack), f"the acknowledgement of {fingerprint}")
 
     def acknowledgements(self) -> list[dict]:
         """The acknowledgements in force, oldest first: fingerprint, by, comment, at, until."""
@@ -259,36 +259,31 @@ class AlertEvaluator:
         if changes:
             self._producer.write_rows("events", [_change_row(change) for change in changes])
 
-    def _store_command(self, kind: str, payload: dict) -> None:
-        """Record a silence or acknowledgement, and wait until it is stored: a restart right after
-        the command returns must not lose it. A ConnectionError if the store does not confirm it."""
+    def _store_command(self, kind: str, payload: dict, what: str) -> None:
+        """Record a silence or acknowledgement (`what` it is, for the error), and wait until it is
+        stored: a restart right after the command returns must not lose it. A ConnectionError if the
+        store does not confirm it (the change is in force, and its event still queued)."""
         self._producer.write_rows("events", [{"ts": time.time(), "type": kind, "payload": json.dumps(payload)}])
         if not self._producer.flush(COMMAND_STORE_TIMEOUT_S):
             raise ConnectionError(
-                f"the {kind} is in force, but the store did not confirm it within {COMMAND_STORE_TIMEOUT_S} s:"
-                " a restart of the evaluator before it does would lose it"
+                f"{what} is in force, but the store did not confirm it within {COMMAND_STORE_TIMEOUT_S} s;"
+                " until it does, a restart of the evaluator would lose it"
             )
 
-    def _last_recorded(self, kind: str, key: str, build: Callable[[dict], T]) -> list[T]:
-        """`build` of the payload of each `kind` event that is the last for its value of `key`. One
-        that cannot be read (not written by this actor) is logged and skipped: it must not stop the
-        restart."""
-        last: dict[str, T] = {}
+    def _replay(self, kind: str, restore: Callable[[dict], None]) -> None:
+        """`restore` each `kind` event's payload (the stores resolve their order). One that cannot be
+        read (not written by this actor) is logged and skipped: it must not stop the restart."""
         for payload in self._rows(select("events", type=kind))["payload"]:
             try:
-                record = json.loads(payload)
-                last[record[key]] = build(record)
+                restore(json.loads(payload))
             except (TypeError, ValueError, KeyError):
                 log.warning("skipping a %s event that cannot be read: %.200r", kind, payload)
-        return list(last.values())
 
     def _restore(self) -> None:
         """Fire on the alerts whose last recorded event is `alert_firing`, and put back the silences
         and acknowledgements as last recorded (see the module docstring)."""
-        for silence in self._last_recorded(SILENCE, "id", lambda record: Silence(**record)):
-            self._service.silences.restore(silence)
-        for ack in self._last_recorded(ACKNOWLEDGED, "fingerprint", lambda record: Acknowledgement(**record)):
-            self._service.acks.restore(ack)
+        self._replay(SILENCE, lambda record: self._service.silences.restore(Silence(**record)))
+        self._replay(ACKNOWLEDGED, lambda record: self._service.acks.restore(Acknowledgement(**record)))
         events = self._rows(select("events", type=[FIRING, RESOLVED]))
         last: dict[str, dict] = {}
         for kind, payload in zip(events["type"], events["payload"], strict=True):

@@ -14,6 +14,7 @@ silence that ends or an inhibiting alert that resolves lets the alert through at
 from __future__ import annotations
 
 import enum
+import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -103,6 +104,7 @@ class SilenceStore:
         self._retention_s = retention_s
         self._max_silences = max_silences
         self._silences: dict[str, Silence] = {}
+        self._lock = threading.RLock()  # commands arrive on the actor's threads, evaluations on its loop
 
     def add(
         self,
@@ -119,18 +121,25 @@ class SilenceStore:
         if ends_at <= max(starts_at, now):
             raise ValueError(f"a new silence must end after it starts and in the future, got {ends_at=}")
         silence = Silence(uuid.uuid4().hex, tuple(matchers), starts_at, ends_at, created_by, comment)
-        self._forget_old(now)
-        if len(self._silences) >= self._max_silences:
-            raise ValueError(f"already {len(self._silences)} silences (max_silences={self._max_silences}): expire some")
-        self._silences[silence.id] = silence
+        with self._lock:
+            self._forget_old(now)
+            if len(self._silences) >= self._max_silences:
+                raise ValueError(
+                    f"already {len(self._silences)} silences (max_silences={self._max_silences}): expire some"
+                )
+            self._silences[silence.id] = silence
         return silence.id
 
     def restore(self, silence: Silence) -> None:
-        """Put back a silence as it was recorded (a restart reads them from the store), replacing
-        the one with its id; one expired longer than `retention_s` ago is not kept."""
-        self._forget_old(self._clock())
-        if silence.ends_at >= self._clock() - self._retention_s:
-            self._silences[silence.id] = silence
+        """Put back a silence as it was recorded (a restart reads its records from the store), in
+        any order: a silence only ever ends earlier (expiry), so of two records of one id the one
+        that ends first is the later. One expired longer than `retention_s` ago is not kept."""
+        now = self._clock()
+        with self._lock:
+            self._forget_old(now)
+            held = self._silences.get(silence.id)
+            if (held is None or silence.ends_at < held.ends_at) and silence.ends_at >= now - self._retention_s:
+                self._silences[silence.id] = silence
 
     def _forget_old(self, now: float) -> None:
         for silence_id in [i for i, s in self._silences.items() if s.ends_at < now - self._retention_s]:
@@ -139,22 +148,25 @@ class SilenceStore:
     def get(self, silence_id: str) -> Silence:
         """The silence with this id; a ValueError names an unknown id."""
         try:
-            return self._silences[silence_id]
+            with self._lock:
+                return self._silences[silence_id]
         except KeyError:
             raise ValueError(f"no silence with id {silence_id!r}") from None
 
     def expire(self, silence_id: str) -> None:
         """End the silence now (a pending one never opens); expiring an expired one is an error."""
         now = self._clock()
-        silence = self.get(silence_id)
-        if silence.state(now) is SilenceState.EXPIRED:
-            raise ValueError(f"silence {silence_id!r} has already expired")
-        self._silences[silence_id] = replace(silence, starts_at=min(silence.starts_at, now), ends_at=now)
+        with self._lock:
+            silence = self.get(silence_id)
+            if silence.state(now) is SilenceState.EXPIRED:
+                raise ValueError(f"silence {silence_id!r} has already expired")
+            self._silences[silence_id] = replace(silence, starts_at=min(silence.starts_at, now), ends_at=now)
 
     def list(self, active_only: bool = False) -> list[Silence]:
         """All silences, or only the active ones, by start time then id."""
         now = self._clock()
-        silences = sorted(self._silences.values(), key=lambda s: (s.starts_at, s.id))
+        with self._lock:
+            silences = sorted(self._silences.values(), key=lambda s: (s.starts_at, s.id))
         return [s for s in silences if not active_only or s.state(now) is SilenceState.ACTIVE]
 
     def is_silenced(self, alert: Alert) -> list[str]:
@@ -197,6 +209,7 @@ class AckStore:
         self._clock = clock
         self._retention_s = retention_s
         self._acks: dict[str, Acknowledgement] = {}
+        self._lock = threading.Lock()  # commands arrive on the actor's threads, evaluations on its loop
 
     def acknowledge(self, fingerprint: str, by: str, comment: str, until: float | None = None) -> Acknowledgement:
         """Acknowledge the alert instance with this fingerprint now, replacing an earlier one."""
@@ -205,14 +218,16 @@ class AckStore:
         return ack
 
     def restore(self, ack: Acknowledgement) -> None:
-        """Keep `ack` as the latest of its alert instance (as made, or as recorded before a restart),
-        unless it is already past its `until` or older than `retention_s`."""
+        """Keep `ack` as its alert instance's acknowledgement (as made, or as recorded before a
+        restart, in any order) unless one made later is held, or it is past its `until` or older
+        than `retention_s`."""
         now = self._clock()
-        stale = [f for f, a in self._acks.items() if self._stale(a, now)]
-        for old in stale:
-            del self._acks[old]
-        if not self._stale(ack, now):
-            self._acks[ack.fingerprint] = ack
+        with self._lock:
+            for old in [f for f, a in self._acks.items() if self._stale(a, now)]:
+                del self._acks[old]
+            held = self._acks.get(ack.fingerprint)
+            if (held is None or ack.at >= held.at) and not self._stale(ack, now):
+                self._acks[ack.fingerprint] = ack
 
     def _stale(self, ack: Acknowledgement, now: float) -> bool:
         return ack.at < now - self._retention_s or (ack.until or now) < now
@@ -220,14 +235,17 @@ class AckStore:
     def list(self) -> list[Acknowledgement]:
         """The acknowledgements in force, oldest first."""
         now = self._clock()
-        return sorted((a for a in self._acks.values() if not self._stale(a, now)), key=lambda a: a.at)
+        with self._lock:
+            held = list(self._acks.values())
+        return sorted((a for a in held if not self._stale(a, now)), key=lambda a: a.at)
 
     def __len__(self) -> int:
-        return len(self._acks)
+        return len(self.list())
 
     def suppress_repeat(self, alert: Alert) -> bool:
         """Whether the alert is acknowledged now: the router's `suppress_repeat` predicate."""
-        ack = self._acks.get(alert.fingerprint)
+        with self._lock:
+            ack = self._acks.get(alert.fingerprint)
         return ack is not None and ack.covers(alert, self._clock())
 
 

@@ -64,7 +64,10 @@ def test_a_restarted_evaluator_takes_up_firing_alerts(aggregator_handle, aggrega
         ray.get(evaluator.expire_silence.remote(ended))
         ray.get(evaluator.acknowledge.remote(alert["fingerprint"], "ana", "on it"))
         silences, acks = ray.get(evaluator.silences.remote()), ray.get(evaluator.acknowledgements.remote())
-        _write_event(aggregator_name, "silence", "{not json")  # not the evaluator's: skipped, not fatal
+        # Not the evaluator's, skipped and not fatal: not JSON, and times that are text.
+        _write_event(aggregator_name, "silence", "{not json")
+        text_times = {"id": "x", "matchers": ['a="b"'], "starts_at": "1", "ends_at": "2", "created_by": "a"}
+        _write_event(aggregator_name, "silence", json.dumps({**text_times, "comment": "c"}))
 
         started = ray.get(evaluator.status.remote())["started_at"]
         ray.kill(evaluator, no_restart=False)  # the actor restarts and rebuilds its state

@@ -153,6 +153,8 @@ def test_restored_silences_are_kept_as_recorded_unless_long_expired():
     assert store.get("s1") == recorded and store.is_silenced(alert(node="n1")) == ["s1"]
     store.restore(replace(recorded, ends_at=T0))  # its expiry, recorded later, wins
     assert store.is_silenced(alert(node="n1")) == [] and store.get("s1").state(T0) is SilenceState.EXPIRED
+    store.restore(recorded)  # read out of order, the creation does not undo the expiry
+    assert store.get("s1").ends_at == T0
     store.restore(Silence("s0", ('node="n2"',), T0 - 500, T0 - 101, "ana", "x"))  # past the retention
     assert [s.id for s in store.list()] == ["s1"]
 
@@ -166,6 +168,8 @@ def test_restored_acknowledgements_are_kept_unless_run_out():
     acks.restore(Acknowledgement("f2", "ana", "x", at=T0 - 20, until=T0 - 5))  # its `until` has passed
     acks.restore(Acknowledgement("f3", "ana", "x", at=T0 - 101))  # older than the retention
     assert acks.list() == [kept] and acks.suppress_repeat(firing)
+    acks.restore(replace(kept, by="bo", at=T0 - 15))  # an earlier one, read after: the later stays
+    assert acks.list() == [kept]
 
 
 def test_expire():
