@@ -185,15 +185,7 @@ class AlertEvaluator:
     def silences(self, active_only: bool = False) -> list[dict]:
         now = time.time()
         return [
-            {
-                "id": s.id,
-                "matchers": [str(m) for m in s.matchers],
-                "starts_at": s.starts_at,
-                "ends_at": s.ends_at,
-                "created_by": s.created_by,
-                "comment": s.comment,
-                "state": s.state(now).name.lower(),
-            }
+            {**_silence_payload(s), "state": s.state(now).name.lower()}
             for s in self._service.silences.list(active_only=active_only)
         ]
 
@@ -306,6 +298,7 @@ class AlertEvaluator:
 
 
 def _silence_payload(silence: Silence) -> dict:
+    """A silence as plain data, its matchers as text: what its event stores and the listing shows."""
     return {**dataclasses.asdict(silence), "matchers": [str(m) for m in silence.matchers]}
 
 
