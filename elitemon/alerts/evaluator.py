@@ -50,6 +50,11 @@ FIRING, RESOLVED = "alert_firing", "alert_resolved"
 SILENCE, ACKNOWLEDGED = "silence", "alert_acknowledged"
 #: How long a silence or acknowledgement command waits for its event to be stored.
 COMMAND_STORE_TIMEOUT_S = 10.0
+#: How long one evaluation waits for the aggregator's answers, all its queries together. An
+#: aggregator that hangs fails that round (`status()`: `failed_evaluations`, `last_error`) rather
+#: than the evaluator: the next round tries again, and notifications already due go out meanwhile.
+#: Prometheus's rule evaluations have a query timeout for the same reason (`query.timeout`, 2 min).
+QUERY_TIMEOUT_S = 30.0
 
 
 def evaluator_name(aggregator_name: str = aggregator.NAME) -> str:
@@ -79,10 +84,14 @@ class AlertEvaluator:
         self._aggregator = aggregator.get_aggregator(name=aggregator_name)
         self._producer = Producer(RaySink(name=aggregator_name), name="alerts", max_delay_s=0.2)
         self._interval_s = self._service.settings.evaluation_interval_s
-        self._lock = threading.Lock()  # one evaluation or flush at a time; alerts() reads between them
+        # One evaluation at a time, its queries and its step in order. The queries are made outside
+        # `_lock`, which guards the alert state: reads and notifications never wait for the store.
+        self._evaluating = threading.Lock()
+        self._lock = threading.Lock()  # one state change (step and record) or flush at a time
         self._stats: dict[str, Any] = {
             "started_at": time.time(),
             "evaluations": 0,
+            "failed_evaluations": 0,
             "notifications": 0,
             "last_error": None,
             "signal_errors": {},
@@ -105,6 +114,7 @@ class AlertEvaluator:
                 else:
                     self.flush_now()
             except Exception as error:  # a failed round (aggregator restarting) is retried next round
+                self._stats["failed_evaluations"] += 1
                 self._stats["last_error"] = repr(error)
                 log.exception("alert evaluation failed")
             due = self._service.router.next_due()
@@ -113,16 +123,18 @@ class AlertEvaluator:
             self._wake.clear()
 
     def evaluate_now(self) -> dict:
-        """Evaluate every rule now, record the changes and send what is due; returns a summary."""
-        with self._lock:
+        """Evaluate every rule now, record the changes and send what is due; returns a summary.
+        Raises ray's GetTimeoutError when the aggregator has not answered within QUERY_TIMEOUT_S."""
+        with self._evaluating:
             snapshot = self._snapshot()
-            evaluation = self._service.evaluate(snapshot)
-            self._record(evaluation.changes)
-            sent = self._service.flush()
-            self._stats["evaluations"] += 1
-            self._stats["notifications"] += len(sent)
-            self._stats["signal_errors"] = dict(snapshot.errors)
-            self._stats["last_evaluation"] = snapshot.now
+            with self._lock:
+                evaluation = self._service.evaluate(snapshot)
+                self._record(evaluation.changes)
+                sent = self._service.flush()
+                self._stats["evaluations"] += 1
+                self._stats["notifications"] += len(sent)
+                self._stats["signal_errors"] = dict(snapshot.errors)
+                self._stats["last_evaluation"] = snapshot.now
         return {
             "firing": sum(a.status is Status.FIRING for a in evaluation.alerts),
             "changes": [_change_row(change) for change in evaluation.changes],
@@ -141,9 +153,10 @@ class AlertEvaluator:
     def alerts(self) -> list[dict]:
         """Pending and firing alert instances, firing first.
 
-        Read between evaluations, never inside one: a state shown here has had its change recorded,
-        so `flush_events` after it puts that change in the store. (Read mid-evaluation, a resolve
-        could show before its event was written, and the flush find nothing to wait for.)"""
+        Read between state changes, never inside one: a state shown here has had its change
+        recorded, so `flush_events` after it puts that change in the store. (Read mid-change, a
+        resolve could show before its event was written, and the flush find nothing to wait for.)
+        It does not wait for an evaluation's queries to the aggregator."""
         with self._lock:
             return [
                 {
@@ -230,22 +243,23 @@ class AlertEvaluator:
 
     def _snapshot(self) -> Snapshot:
         now = time.time()
+        deadline = time.monotonic() + QUERY_TIMEOUT_S
         settings = self._service.settings.signals
         wanted = self._service.signal_names
-        recent = self._rows(select("samples", start=now - settings.lookback_s))
-        heartbeats = self._latest(select("samples", metric="heartbeat"))
+        recent = self._rows(select("samples", start=now - settings.lookback_s), deadline)
+        heartbeats = self._latest(select("samples", metric="heartbeat"), deadline)
         scores = (
-            self._rows(select("samples", kind="agent", metric=settings.score_metric))
+            self._rows(select("samples", kind="agent", metric=settings.score_metric), deadline)
             if "no_improvement_for_generations" in wanted
             else recent.iloc[0:0]
         )
         return compute_snapshot(recent, heartbeats, scores, now=now, settings=settings, wanted=wanted)
 
-    def _rows(self, selection) -> pd.DataFrame:
-        return ray.get(self._aggregator.rows.remote(selection)).to_pandas()
+    def _rows(self, selection, deadline: float) -> pd.DataFrame:
+        return ray.get(self._aggregator.rows.remote(selection), timeout=_left(deadline)).to_pandas()
 
-    def _latest(self, selection) -> pd.DataFrame:
-        return ray.get(self._aggregator.latest.remote(selection)).to_pandas()
+    def _latest(self, selection, deadline: float) -> pd.DataFrame:
+        return ray.get(self._aggregator.latest.remote(selection), timeout=_left(deadline)).to_pandas()
 
     def _record(self, changes: Sequence[Change]) -> None:
         if changes:
@@ -265,7 +279,7 @@ class AlertEvaluator:
     def _replay(self, kind: str, restore: Callable[[dict], None]) -> None:
         """`restore` each `kind` event's payload (the stores resolve their order). One that cannot be
         read (not written by this actor) is logged and skipped: it must not stop the restart."""
-        for payload in self._rows(select("events", type=kind))["payload"]:
+        for payload in self._rows(select("events", type=kind), time.monotonic() + QUERY_TIMEOUT_S)["payload"]:
             try:
                 restore(json.loads(payload))
             except (TypeError, ValueError, KeyError):
@@ -276,7 +290,7 @@ class AlertEvaluator:
         and acknowledgements as last recorded (see the module docstring)."""
         self._replay(SILENCE, lambda record: self._service.silences.restore(Silence(**record)))
         self._replay(ACKNOWLEDGED, lambda record: self._service.acks.restore(Acknowledgement(**record)))
-        events = self._rows(select("events", type=[FIRING, RESOLVED]))
+        events = self._rows(select("events", type=[FIRING, RESOLVED]), time.monotonic() + QUERY_TIMEOUT_S)
         last: dict[str, dict] = {}
         for kind, payload in zip(events["type"], events["payload"], strict=True):
             record = json.loads(payload)
@@ -320,6 +334,11 @@ def _change_row(change: Change) -> dict:
         "node": alert.labels.get("node"),
         "payload": json.dumps(payload),
     }
+
+
+def _left(deadline: float) -> float:
+    """Seconds until `deadline` (time.monotonic()), at least 0: a timeout for ray.get."""
+    return max(0.0, deadline - time.monotonic())
 
 
 def _probe(labels) -> Alert:

@@ -140,3 +140,70 @@ def test_an_alert_state_is_shown_only_once_its_change_is_recorded(aggregator_han
         assert alerts == [] and recorded_when_read == [1], "the resolve showed before its event was recorded"
     finally:
         evaluator.stop()
+
+
+class _SilentAggregator:
+    """Stands in for an aggregator that has hung: it takes queries and never answers them."""
+
+    def __init__(self) -> None:
+        self.queries = 0
+
+    async def rows(self, selection) -> None:
+        import asyncio
+
+        self.queries += 1
+        await asyncio.Event().wait()
+
+    async def query_count(self) -> int:
+        return self.queries
+
+
+def test_a_hung_aggregator_fails_the_evaluation_but_not_the_evaluator(
+    aggregator_handle, aggregator_name: str, monkeypatch
+) -> None:
+    """While the aggregator does not answer, the alerts can still be listed and due notifications
+    sent; the evaluation gives up at QUERY_TIMEOUT_S, and the next one finds the store again."""
+    import ray
+
+    from elitemon.alerts import evaluator as evaluator_module
+
+    monkeypatch.setattr(evaluator_module, "QUERY_TIMEOUT_S", 10.0)
+    evaluator = evaluator_module.AlertEvaluator(
+        zlib.compress(RULES.replace("200ms", "1h").encode()), aggregator_name=aggregator_name
+    )
+    silent = ray.remote(_SilentAggregator).options(max_concurrency=4).remote()
+    try:
+        _write_loss(aggregator_name, 9.0)
+        wait_for(lambda: evaluator.evaluate_now()["firing"] == 1, what="the alert to fire")
+
+        store, evaluator._aggregator = evaluator._aggregator, silent
+        failures: list[Exception] = []
+
+        def evaluate() -> None:
+            try:
+                evaluator.evaluate_now()
+            except Exception as error:  # what the evaluation raised is the finding
+                failures.append(error)
+
+        evaluation = threading.Thread(target=evaluate)
+        evaluation.start()
+        wait_for(lambda: ray.get(silent.query_count.remote()) == 1, what="the evaluation to query")
+        reads: list = []
+        reader = threading.Thread(target=lambda: reads.append((evaluator.alerts(), evaluator.flush_now())))
+        reader.start()
+        reader.join(timeout=5.0)
+        assert reads, "listing the alerts or sending notifications waited for the aggregator"
+        assert evaluation.is_alive(), "the evaluation was over before the reads returned"
+        ((listed, sent),) = reads
+        assert [a["state"] for a in listed] == ["firing"] and sent == 0
+
+        evaluation.join(timeout=60)
+        assert not evaluation.is_alive(), "the evaluation waited past QUERY_TIMEOUT_S"
+        assert [type(error) for error in failures] == [ray.exceptions.GetTimeoutError]
+
+        evaluator._aggregator = store
+        _write_loss(aggregator_name, 1.0)
+        wait_for(lambda: evaluator.evaluate_now()["firing"] == 0, what="the resolve, with the store back")
+    finally:
+        evaluator.stop()
+        ray.kill(silent)
