@@ -83,6 +83,9 @@ class AlertEvaluator:
         self._service = AlertService(rule_file)
         self._aggregator = aggregator.get_aggregator(name=aggregator_name)
         self._producer = Producer(RaySink(name=aggregator_name), name="alerts", max_delay_s=0.2)
+        # Commands have a producer of their own: its flush confirms their events alone, where the
+        # alerts' would also report an alert event refused since its previous flush.
+        self._commands = Producer(RaySink(name=aggregator_name), name="alerts-commands")
         self._interval_s = self._service.settings.evaluation_interval_s
         # One evaluation at a time, its queries and its step in order. The queries are made outside
         # `_lock`, which guards the alert state: reads and notifications never wait for the store.
@@ -238,6 +241,7 @@ class AlertEvaluator:
         self._thread.join(timeout=30)
         self._service.close()
         self._producer.close(timeout=10)
+        self._commands.close(timeout=10)
 
     # ------------------------------------------------------------------ internals
 
@@ -269,8 +273,8 @@ class AlertEvaluator:
         """Record a silence or acknowledgement (`what` it is, for the error), and wait until it is
         stored: a restart right after the command returns must not lose it. A ConnectionError if the
         store does not confirm it (the change is in force, and its event still queued)."""
-        self._producer.write_rows("events", [{"ts": time.time(), "type": kind, "payload": json.dumps(payload)}])
-        if not self._producer.flush(COMMAND_STORE_TIMEOUT_S):
+        self._commands.write_rows("events", [{"ts": time.time(), "type": kind, "payload": json.dumps(payload)}])
+        if not self._commands.flush(COMMAND_STORE_TIMEOUT_S):
             raise ConnectionError(
                 f"{what} is in force, but the store did not confirm it within {COMMAND_STORE_TIMEOUT_S} s;"
                 " until it does, a restart of the evaluator would lose it"

@@ -4,6 +4,7 @@ come back too."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import threading
 import time
@@ -207,3 +208,38 @@ def test_a_hung_aggregator_fails_the_evaluation_but_not_the_evaluator(
     finally:
         evaluator.stop()
         ray.kill(silent)
+
+
+class _RefusingAlertEvents(RaySink):
+    """The aggregator's sink, except that it refuses for good every batch holding an alert event."""
+
+    def submit(self, table, batch, producer_id, seq):
+        if "alert_firing" in batch.column("type").to_pylist():
+            refused: concurrent.futures.Future = concurrent.futures.Future()
+            refused.set_exception(ValueError("refused for this test"))
+            return refused
+        return super().submit(table, batch, producer_id, seq)
+
+    def is_retryable(self, error: BaseException) -> bool:
+        return not isinstance(error, ValueError) and super().is_retryable(error)
+
+
+def test_a_command_is_confirmed_by_its_own_event_alone(aggregator_handle, aggregator_name: str) -> None:
+    """An alert event the store refused does not make a later silence look unconfirmed: the
+    command's flush answers for the command's event."""
+    from elitemon.alerts.evaluator import AlertEvaluator
+    from elitemon.client import Client
+
+    evaluator = AlertEvaluator(zlib.compress(RULES.replace("200ms", "1h").encode()), aggregator_name=aggregator_name)
+    try:
+        evaluator._producer.close()
+        evaluator._producer = Producer(_RefusingAlertEvents(name=aggregator_name), name="alerts-refused")
+        _write_loss(aggregator_name, 9.0)
+        wait_for(lambda: evaluator.evaluate_now()["firing"] == 1, what="the alert to fire")
+        wait_for(lambda: evaluator._producer.stats().failed == 1, what="the alert event to be refused")
+
+        silence_id = evaluator.silence(['agent="a1"'], ends_at=time.time() + 3600, created_by="ana", comment="c")
+        stored = Client(aggregator_handle).events(type=["silence"], as_pandas=True)
+        assert [json.loads(p)["id"] for p in stored["payload"]] == [silence_id]
+    finally:
+        evaluator.stop()
