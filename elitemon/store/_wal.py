@@ -2,8 +2,11 @@
 
 Layout: `<data_dir>/wal/<generation>/<table>.arrows`, one IPC stream per table and generation.
 Each batch carries its `(producer_id, seq)` as IPC custom metadata, so replay restores both the rows
-and the exactly-once bookkeeping. Sealing rotates to a new generation; once the sealed segments and
-the manifest are durable, older generations are deleted.
+and the exactly-once bookkeeping, and its place in the generation's order of appends across tables
+(`order`), so replay applies the batches in the order they were acknowledged: the bookkeeping
+closes a gap left more than MAX_GAP_WINDOW sequence numbers behind, and a producer writing to two
+tables, replayed table by table, would open such gaps that never were. Sealing rotates to a new
+generation; once the sealed segments and the manifest are durable, older generations are deleted.
 
 Files are written through unbuffered `pyarrow.OSFile`s: when `append` returns, the bytes are in the
 OS, so a killed process loses nothing it acknowledged. A process killed *during* a write leaves a
@@ -12,6 +15,7 @@ torn last message; replay reads up to it and ignores the rest, which was never a
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import shutil
@@ -35,6 +39,7 @@ class LoggedBatch:
     batch: pa.RecordBatch
     producer_id: str
     seq: int
+    order: int  # the append's place in its generation (-1 in logs written before it was recorded)
 
 
 class WriteAheadLog:
@@ -46,6 +51,7 @@ class WriteAheadLog:
         self._sinks: dict[TableName, tuple[pa.OSFile, pa.ipc.RecordBatchStreamWriter]] = {}
         self._dirty = False
         self._new_entries: set[Path] = set()  # files and folders whose directory entry is unsynced
+        self._appends = 0  # in this generation, across its tables
         directory.mkdir(parents=True, exist_ok=True)
 
     def append(self, table: TableName, batch: pa.RecordBatch, producer_id: str, seq: int) -> None:
@@ -53,10 +59,13 @@ class WriteAheadLog:
         torn message would be unreadable) and the error raised: the batch was not logged."""
         _, writer = self._sink(table)
         try:
-            writer.write_batch(batch, custom_metadata={"producer_id": producer_id, "seq": str(seq)})
+            writer.write_batch(
+                batch, custom_metadata={"producer_id": producer_id, "seq": str(seq), "order": str(self._appends)}
+            )
         except BaseException:
             self._abandon()
             raise
+        self._appends += 1
         self._dirty = True
 
     def sync(self) -> None:
@@ -86,6 +95,7 @@ class WriteAheadLog:
         self._close_sinks()
         closed = self._generation
         self._generation += 1
+        self._appends = 0
         return closed
 
     def _abandon(self) -> None:
@@ -94,6 +104,7 @@ class WriteAheadLog:
         except Exception:  # the stream is already broken; closing it may fail too
             self._sinks.clear()
         self._generation += 1
+        self._appends = 0
 
     def remove_before(self, generation: int) -> None:
         """Delete every generation older than `generation` (their data is sealed)."""
@@ -139,14 +150,13 @@ class WriteAheadLog:
 
 
 def replay(directory: Path, from_generation: int) -> Iterator[LoggedBatch]:
-    """Yield every complete batch logged in generations >= `from_generation`, oldest first."""
+    """Yield every complete batch logged in generations >= `from_generation`, in the order they
+    were appended (a log written before that order was recorded: table by table)."""
     for number, path in _generations(directory):
         if number < from_generation:
             continue
-        for table in TableName:
-            file = path / f"{table.value}{_SUFFIX}"
-            if file.exists():
-                yield from _read_stream(table, file)
+        streams = [_read_stream(table, path / f"{table.value}{_SUFFIX}") for table in TableName]
+        yield from heapq.merge(*streams, key=lambda logged: logged.order)  # stable: ties keep table order
 
 
 def last_generation(directory: Path) -> int | None:
@@ -155,6 +165,8 @@ def last_generation(directory: Path) -> int | None:
 
 
 def _read_stream(table: TableName, path: Path) -> Iterator[LoggedBatch]:
+    if not path.exists():
+        return
     try:
         reader = pa.ipc.open_stream(pa.memory_map(str(path)))
     except (pa.ArrowInvalid, OSError):
@@ -174,6 +186,7 @@ def _read_stream(table: TableName, path: Path) -> Iterator[LoggedBatch]:
             batch,
             metadata[b"producer_id"].decode(),
             int(metadata[b"seq"]),
+            int(metadata.get(b"order", -1)),
         )
 
 
