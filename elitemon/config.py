@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,11 @@ class StoreConfig:
             raise ValueError(
                 f"seal_bytes must be positive and at most half the memory budget, but got {self.seal_bytes=}."
             )
+        for name in ("seal_age_s", "fsync_interval_s", "retention_s", "max_future_s"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                keep = " (None keeps data forever)" if name == "retention_s" else ""
+                raise ValueError(f"{name} must be a finite number of seconds{keep}, but got {value!r}.")
         if self.seal_age_s <= 0:
             raise ValueError(f"seal_age_s must be positive, but got {self.seal_age_s=}.")
         if self.fsync_interval_s <= 0:

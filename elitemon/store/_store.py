@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import numbers
 import os
 import threading
 import time
@@ -202,10 +203,11 @@ class Store:
     def ingest(self, table: str | TableName, batch: pa.RecordBatch, *, producer_id: str, seq: int) -> Ack:
         """Apply `batch` once: validate, log, buffer, then acknowledge. Thread-safe."""
         table = table_name(table)
-        if not producer_id:
-            raise ValueError("producer_id: must be a non-empty string")
-        if seq < 0:
-            raise ValueError(f"seq: must not be negative, but got {seq=}")
+        if not isinstance(producer_id, str) or not producer_id:
+            raise ValueError(f"producer_id: must be a non-empty string, but got {producer_id!r}")
+        if not isinstance(seq, numbers.Integral) or isinstance(seq, bool) or seq < 0:
+            raise ValueError(f"seq: must be a whole number, not negative, but got {seq!r}")
+        seq = int(seq)  # logged as text and read back with int()
         with self._lock:
             if self._sequences.seen(producer_id, seq):
                 self._duplicates += 1

@@ -155,12 +155,21 @@ def test_batch_of_only_rejected_rows_still_consumes_its_seq(tmp_path, clock):
     assert store.health().rejected_rows == 1  # not counted again for the duplicate
 
 
-@pytest.mark.parametrize("producer_id, seq", [("", 0), ("p", -1)])
+@pytest.mark.parametrize("producer_id, seq", [("", 0), (7, 0), ("p", -1), ("p", 1.5), ("p", True), ("p", "3")])
 def test_bad_producer_or_seq_is_refused(tmp_path, clock, producer_id, seq):
     store = open_store(tmp_path, clock)
-    with pytest.raises(ValueError, match="producer_id" if not producer_id else "seq"):
+    with pytest.raises(ValueError, match="producer_id" if producer_id in ("", 7) else "seq"):
         store.ingest("samples", samples(0, 1), producer_id=producer_id, seq=seq)
     assert store.health().rows == 0
+    store.close()
+    assert open_store(tmp_path, clock).health().rows == 0  # nothing logged that would stop a reopen
+
+
+def test_a_numpy_integer_seq_is_a_seq(tmp_path, clock):
+    store = open_store(tmp_path, clock)
+    store.ingest("samples", samples(0, 1), producer_id="p", seq=np.int64(3))
+    store.close()
+    assert open_store(tmp_path, clock).ingest("samples", samples(0, 1), producer_id="p", seq=3).duplicate
 
 
 def test_future_rows_are_judged_by_the_store_clock(tmp_path):
@@ -294,6 +303,24 @@ def test_recovery_without_close_reads_what_was_acknowledged(tmp_path, clock):
     store._dir_lock.close()  # what the death of its process does; nothing else is released
     reopened = open_store(tmp_path, clock)
     assert generations(reopened) == list(range(30))
+
+
+def test_the_log_is_replayed_in_the_order_batches_were_acknowledged(tmp_path, clock, monkeypatch):
+    """One producer writing to two tables, in order, leaves no gap; replayed table by table, its
+    samples' seqs would sit above a long gap (the events'), which the bookkeeping closes after
+    MAX_GAP_WINDOW, and the events' batches were then dropped as duplicates."""
+    from elitemon.store import _sequences
+
+    monkeypatch.setattr(_sequences, "MAX_GAP_WINDOW", 8)
+    event = batch_from_columns("events", {"ts": [T0], "type": ["exploit"], "agent": ["a"]})
+    store = open_store(tmp_path, clock)
+    for i in range(20):
+        store.ingest("samples", samples(i, 1), producer_id="p", seq=2 * i)
+        store.ingest("events", event, producer_id="p", seq=2 * i + 1)
+    store.close()
+    reopened = open_store(tmp_path, clock)
+    assert generations(reopened) == list(range(20))
+    assert reopened.scan(select("events")).num_rows == 20
 
 
 def test_a_second_store_on_the_same_directory_is_refused(tmp_path, clock):
@@ -491,6 +518,10 @@ def test_config_bounds_are_checked(tmp_path):
     )
     with pytest.raises(ValueError, match="retention_s"):
         make_config(tmp_path, retention_s=0)
+    for name in ("seal_age_s", "fsync_interval_s", "retention_s", "max_future_s"):
+        for value in (math.inf, math.nan):
+            with pytest.raises(ValueError, match=f"{name} must be a finite number"):
+                make_config(tmp_path, **{name: value})
     with pytest.raises(ValueError):
         make_config(tmp_path, fsync="sometimes")
 
