@@ -286,7 +286,14 @@ class Producer:
         rows, self._raw[table] = self._raw[table], []
         if not rows:
             return
-        good, reasons = _checked_rows(table, rows)
+        try:
+            good, reasons = _checked_rows(table, rows)
+        except Exception as error:  # not a SchemaError (a value whose conversion itself fails): the
+            # rows are gone from the queue, so they are counted as rejects rather than lost unseen
+            log.exception("producer %s: %d appended rows could not be converted", self.producer_id, len(rows))
+            self._counts["rows_written"] += len(rows)
+            self._count_rejects({f"rows: could not be converted ({error!r})": len(rows)})
+            return
         self._counts["rows_written"] += len(rows)
         self._count_rejects(reasons)
         if good.num_rows:

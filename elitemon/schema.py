@@ -12,6 +12,7 @@ and bad rows, so every one of its rows is rejected with that field and reason.
 from __future__ import annotations
 
 import enum
+import math
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -95,6 +96,9 @@ MAX_TEXT_LEN = 1 << 20
 #: Rows stamped further than this into the future come from a broken clock or a unit mistake
 #: (milliseconds given as seconds), and would sit at the end of every range forever.
 DEFAULT_MAX_FUTURE_S = 300.0
+#: The largest epoch-seconds value whose microseconds fit timestamp[us] (int64): about year 294,000.
+#: Past it, a number is a time in finer units given as seconds, refused rather than overflowed.
+MAX_EPOCH_S = 9.2e12
 
 
 def table_name(name: str | TableName) -> TableName:
@@ -142,11 +146,15 @@ def conform(table: TableName, batch: pa.RecordBatch) -> pa.RecordBatch:
     int for float, ns timestamps for us); nullable columns may be absent and are filled with nulls.
     Raises SchemaError naming the field for anything else.
     """
+    if not isinstance(batch, pa.RecordBatch):
+        raise SchemaError("batch", f"expected a pyarrow.RecordBatch, got {type(batch).__name__}")
     schema = SCHEMAS[table]
     known = set(schema.names)
     for name in batch.schema.names:
         if name not in known:
             raise SchemaError(name, f"unknown field for table {table.value} (expected {sorted(known)})")
+        if len(batch.schema.get_all_field_indices(name)) > 1:
+            raise SchemaError(name, "given more than once")
     columns = []
     for target in schema:
         index = batch.schema.get_field_index(target.name)
@@ -303,9 +311,15 @@ def to_timestamp_us(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(f"ts: expected epoch seconds or a datetime, got {value!r}")
     if isinstance(value, (int, float, np.integer, np.floating)):
-        if not np.isfinite(value):
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+        if not math.isfinite(seconds):
             raise ValueError(f"ts: not a finite number: {value!r}")
-        return int(round(float(value) * 1e6))
+        if abs(seconds) > MAX_EPOCH_S:
+            raise ValueError(f"ts: {value!r} is out of range for epoch seconds (micro- or nanoseconds?)")
+        return int(round(seconds * 1e6))
     if isinstance(value, np.datetime64):
         return int(value.astype("datetime64[us]").astype(np.int64))
     timestamp = getattr(value, "timestamp", None)
@@ -355,7 +369,10 @@ def batch_from_rows(
             if key not in seen:
                 seen.add(key)
                 names.append(key)
+    now = time.time() if now is None else now
     columns = {name: [row.get(name) for row in rows] for name in names}
+    if "ts" in columns:  # some rows have one: the others are stamped `now`, as a batch without any is
+        columns["ts"] = [row["ts"] if "ts" in row else now for row in rows]
     if not rows:
         columns = {name: [] for name in SCHEMAS[table].names}
     return batch_from_columns(table, columns, now=now)
@@ -367,6 +384,8 @@ def _ts_array(values: Sequence[Any] | np.ndarray) -> pa.Array:
     if isinstance(values, np.ndarray) and np.issubdtype(values.dtype, np.number):
         if not np.all(np.isfinite(values)):
             raise SchemaError("ts", "not a finite number")
+        if np.any(np.abs(values) > MAX_EPOCH_S):
+            raise SchemaError("ts", "out of range for epoch seconds (micro- or nanoseconds?)")
         return pa.array(np.round(values.astype(np.float64) * 1e6).astype(np.int64)).cast(TIMESTAMP)
     try:
         micros = [to_timestamp_us(value) for value in values]

@@ -285,6 +285,35 @@ def test_appended_rows_are_checked_together_at_the_cut_and_land_once(store: Stor
     assert stats.rows_written == 6 and stats.rows_rejected == 2 and stats.rejects["value: NaN"] == 1
 
 
+def test_an_appended_row_whose_ts_cannot_convert_rejects_only_itself(store: Store, make_producer) -> None:
+    """A time in nanoseconds given as seconds overflowed the conversion at the cut, and every row
+    queued with it was lost uncounted."""
+    producer = make_producer(StoreSink(store), max_delay_s=60)  # cut at the flush only
+    rows = _rows(4)
+    rows[0]["ts"] = time.time()  # the others are stamped when appended
+    rows[2]["ts"] = time.time_ns()
+    producer.append_rows("samples", rows)
+    assert producer.flush(timeout=5)
+    assert _generations(store) == [0, 1, 3]
+    stats = producer.stats()
+    assert stats.rows_written == 4 and stats.rows_rejected == 1
+    assert [reason.split(":")[0] for reason in stats.rejects] == ["ts"]
+
+
+def test_appended_rows_that_cannot_be_converted_at_all_are_counted(store: Store, make_producer) -> None:
+    producer = make_producer(StoreSink(store), max_delay_s=60)
+
+    class Unreadable(dict):  # a row whose keys cannot be listed: conversion itself fails
+        def __iter__(self):
+            raise RuntimeError("unreadable row")
+
+    producer.append_rows("samples", [Unreadable(ts=time.time())])
+    assert producer.flush(timeout=5)
+    stats = producer.stats()
+    assert stats.rows_written == 1 and stats.rows_rejected == 1
+    assert list(stats.rejects) == ["rows: could not be converted (RuntimeError('unreadable row'))"]
+
+
 def test_appended_rows_without_ts_are_stamped_when_appended_not_at_the_cut(store: Store, make_producer) -> None:
     producer = make_producer(StoreSink(store), max_delay_s=60)  # cut at the flush only
     before = time.time()

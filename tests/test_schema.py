@@ -397,12 +397,42 @@ def test_naive_datetime_raises_schema_error_naming_ts():
     assert "naive" in str(error.value)  # the detail names the problem; the counted reason stays fixed
 
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf, "yesterday", True])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, "yesterday", True, 1_700_000_000_000_000, 10**400])
 def test_unusable_ts_raises_schema_error_naming_ts(bad):
     rows = [{"ts": bad, "kind": "gpu", "source": "s", "metric": "m", "value": 1.0}]
     with pytest.raises(SchemaError) as error:
         batch_from_rows("samples", rows)
     assert error.value.field == "ts"
+
+
+def test_a_time_in_finer_units_given_as_seconds_is_refused_naming_ts():
+    """Microseconds (or nanoseconds) as epoch seconds overflow timestamp[us]: refused, not wrapped."""
+    with pytest.raises(SchemaError) as error:
+        batch_from_columns("samples", {"ts": np.array([1.7e15]), "kind": ["gpu"], "source": ["s"], "metric": ["m"]})
+    assert error.value.field == "ts" and "out of range" in error.value.reason
+
+
+def test_rows_with_and_without_ts_mix():
+    rows = [{"ts": 1_700_000_000.0, "kind": "gpu", "source": "s", "metric": "m", "value": 1.0}]
+    rows.append({"kind": "gpu", "source": "s", "metric": "m", "value": 2.0})
+    batch = batch_from_rows("samples", rows, now=1_700_000_123.5)
+    assert ts_us(batch) == [1_700_000_000_000_000, 1_700_000_123_500_000]
+
+
+def test_a_column_given_twice_is_refused_naming_it():
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array(["a"]), pa.array(["b"])] + list(raw_samples().slice(0, 1).columns),
+        names=["node", "node"] + raw_samples().schema.names,
+    )
+    with pytest.raises(SchemaError) as error:
+        conform(TableName.SAMPLES, batch)
+    assert error.value.field == "node" and error.value.reason == "given more than once"
+
+
+def test_a_table_in_place_of_a_batch_is_refused_naming_batch():
+    with pytest.raises(SchemaError) as error:
+        conform(TableName.SAMPLES, pa.Table.from_batches([raw_samples()]))
+    assert error.value.field == "batch" and "Table" in error.value.reason
 
 
 def test_batch_from_columns_takes_numpy_arrays():
