@@ -158,12 +158,17 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
 
 def _scrubber(request: HttpRequest, secrets: Iterable[str]) -> Callable[[str], str]:
     """Scrubs the URL, its path and query, each longer piece of them (a server may echo only the
-    token segment), the Authorization header and its token, and `secrets`."""
+    token segment), its user info and the parts of it, the Authorization header and its token, and
+    `secrets`."""
     parts = urllib.parse.urlsplit(request.url)
     path = urllib.parse.urlunsplit(("", "", parts.path, parts.query, ""))
     pieces = [piece for piece in re.split(r"[/?&=;]", path) if len(piece) >= _PIECE_CHARS]
+    user_info = parts.netloc.rpartition("@")[0]
     authorization = request.headers.get("Authorization", "")
-    return scrubber([request.url, path, *pieces, authorization, authorization.partition(" ")[2], *secrets])
+    return scrubber(
+        [request.url, path, *pieces, user_info, *user_info.split(":"), authorization, authorization.partition(" ")[2]]
+        + list(secrets)
+    )
 
 
 def scrubber(secrets: Iterable[str | None]) -> Callable[[str], str]:
@@ -201,12 +206,19 @@ def redact_url(url: str) -> str:
 
 
 def check_url(url: object, *, what: str, owner: str) -> str:
-    """`url` if it is an absolute http(s) URL without spaces; the ValueError shows it redacted."""
+    """`url` if it is an absolute http(s) URL without spaces or user info; the ValueError shows it
+    redacted. User info (`https://user:password@host`) is refused: urllib does not send it as
+    authentication (it fails the request), and a password there would travel through every error."""
     text = url if isinstance(url, str) else ""
     parts = urllib.parse.urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"\s", text):
         shown = redact_url(text) if text else repr(url)
         raise ValueError(f"{owner}: {what} must be an http(s) URL, but got {shown}")
+    if "@" in parts.netloc:
+        raise ValueError(
+            f"{owner}: {what} must not carry user info (user:password@), but got {redact_url(text)};"
+            " give credentials in the receiver's own settings"
+        )
     return text
 
 

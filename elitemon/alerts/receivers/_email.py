@@ -60,6 +60,8 @@ class EmailReceiver(Receiver):
         for flag, value in (("require_tls", require_tls), ("tls_verify", tls_verify)):
             if not isinstance(value, bool):
                 raise ValueError(f"{name}: {flag} must be true or false, but got {value!r}")
+        if ca_file is not None and not isinstance(ca_file, str | os.PathLike):
+            raise ValueError(f"{name}: ca_file must be a path, but got {ca_file!r}")
         if ca_file is not None and not os.path.isfile(ca_file):
             raise ValueError(f"{name}: ca_file {os.fspath(ca_file)!r} is not a file")
         if bool(username) != bool(password):

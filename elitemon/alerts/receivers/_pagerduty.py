@@ -19,6 +19,7 @@ from elitemon.alerts.receivers._base import (
     label_text,
     link,
     post,
+    redact_url,
     rfc3339,
 )
 
@@ -73,7 +74,7 @@ class PagerDutyReceiver(Receiver):
             post(request, timeout_s=timeout_s, secrets=[self._routing_key])
 
     def describe(self) -> dict[str, object]:
-        return {"name": self.name, "type": "pagerduty", "url": self._url, "routing_key": "<secret>"}
+        return {"name": self.name, "type": "pagerduty", "url": redact_url(self._url), "routing_key": "<secret>"}
 
 
 def _summary(alert: Alert) -> str:

@@ -8,6 +8,7 @@ from elitemon.alerts._model import Status
 from elitemon.alerts.receivers import DeliveryError, HttpRequest
 from elitemon.alerts.receivers._base import (
     alert_fields,
+    check_url,
     json_request,
     post,
     redact_url,
@@ -73,6 +74,19 @@ def test_errors_scrub_the_path_the_token_and_extra_secrets_even_when_the_server_
     for secret in ("/secret/path", "abcdef", TOKEN, "rk-777", "segment-xyz"):
         assert secret not in message
     assert TOKEN not in repr(request) and "secret/path" not in repr(request)
+
+
+def test_user_info_in_a_url_is_scrubbed_from_errors():
+    """http.client takes `alice:hunter2@127.0.0.1` for a host and a port, and says so."""
+    with pytest.raises(DeliveryError) as caught:
+        post(json_request("https://alice:hunter2@127.0.0.1/x", {}), timeout_s=2)
+    assert "hunter2" not in str(caught.value) and "alice" not in str(caught.value)
+
+
+def test_a_receiver_url_with_user_info_is_refused_redacted():
+    with pytest.raises(ValueError, match="must not carry user info") as caught:
+        check_url("https://alice:hunter2@hooks.example/x", what="url", owner="ops")
+    assert "hunter2" not in str(caught.value)
 
 
 def test_redact_url_keeps_scheme_host_and_port_only():

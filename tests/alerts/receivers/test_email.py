@@ -165,6 +165,8 @@ def test_describe_masks_the_password():
         ({"sender": "nobody"}, "from must"),
         ({"require_tls": "yes"}, "require_tls"),
         ({"ca_file": "/no/such/ca.pem"}, "ca_file"),
+        ({"ca_file": 0}, "ca_file must be a path"),  # not a file descriptor
+        ({"ca_file": 10**30}, "ca_file must be a path"),
         ({"password": None}, "together"),
     ],
 )

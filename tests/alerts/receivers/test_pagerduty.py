@@ -88,6 +88,9 @@ def test_the_routing_key_is_in_no_repr_describe_or_error(http_server):
     assert pagerduty.describe()["routing_key"] == "<secret>"
     for text in (str(caught.value), repr(pagerduty), str(pagerduty.describe())):
         assert ROUTING_KEY not in text
+    # A proxy's URL may carry a token too: describe() redacts it as every receiver does.
+    proxied = receiver("https://proxy.example/v2/enqueue?token=T0KEN")
+    assert proxied.describe()["url"] == "https://proxy.example/<secret>" and "T0KEN" not in repr(proxied)
 
 
 def test_an_empty_routing_key_is_a_value_error():
