@@ -51,6 +51,9 @@ class Instance:
     fired_at: float | None
     value: float | None
     fingerprint: str
+    #: The first evaluation at which a firing instance's threshold no longer held, while
+    #: `keep_firing_for` keeps it firing (Prometheus' KeepFiringSince); None while it holds.
+    keep_firing_since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,7 @@ class AlertEngine:
         current = self._instances.get(key)
         if current is None:
             current = Instance(rule.name, labels, AlertState.PENDING, now, now, None, value, key)
-        current = replace(current, last_active=now, value=value)
+        current = replace(current, last_active=now, value=value, keep_firing_since=None)
         if current.state is AlertState.PENDING and now - current.active_since >= rule.for_s:
             current = replace(current, state=AlertState.FIRING, fired_at=now)
             self._instances[key] = current
@@ -160,10 +163,16 @@ class AlertEngine:
         return []
 
     def _release(self, instance: Instance, now: float) -> list[Change]:
-        """The threshold no longer holds for this instance (or it has no data)."""
+        """The threshold no longer holds for this instance (or it has no data). A firing one is kept
+        for `keep_firing_for` counted from the first evaluation at which it no longer held, as
+        Prometheus counts it (not from when it last held: with 15 s evaluations, `keep_firing_for:
+        10s` would then never keep it at all)."""
         rule = self._rules[instance.rule]
-        if instance.state is AlertState.FIRING and now - instance.last_active < rule.keep_firing_for_s:
-            return []
+        if instance.state is AlertState.FIRING and rule.keep_firing_for_s > 0:
+            since = now if instance.keep_firing_since is None else instance.keep_firing_since
+            if now - since < rule.keep_firing_for_s:
+                self._instances[instance.fingerprint] = replace(instance, keep_firing_since=since)
+                return []
         del self._instances[instance.fingerprint]
         if instance.state is AlertState.PENDING:
             return []

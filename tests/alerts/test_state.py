@@ -82,22 +82,35 @@ def test_firing_resolves_once_then_leaves() -> None:
 
 
 def test_keep_firing_for_holds_the_alert_after_the_threshold_clears() -> None:
+    """Counted from the first evaluation at which the threshold no longer held (Prometheus'
+    KeepFiringSince), not from the last at which it did."""
     engine = AlertEngine([_rule(keep_s=60)])
     engine.evaluate(_snapshot(0, a=0.95))
-    assert engine.evaluate(_snapshot(30, a=0.1)).changes == ()
+    assert engine.evaluate(_snapshot(30, a=0.1)).changes == ()  # the 60 s count from here
     assert engine.instances()[0].state is AlertState.FIRING
-    assert engine.evaluate(_snapshot(59, a=0.1)).changes == ()  # 59 s since it last held
-    (change,) = engine.evaluate(_snapshot(60, a=0.1)).changes
-    assert change.alert.status is Status.RESOLVED and change.alert.ends_at == 60
+    assert engine.evaluate(_snapshot(89, a=0.1)).changes == ()
+    (change,) = engine.evaluate(_snapshot(90, a=0.1)).changes
+    assert change.alert.status is Status.RESOLVED and change.alert.ends_at == 90
+
+
+def test_keep_firing_for_shorter_than_the_evaluation_interval_still_keeps_one_round() -> None:
+    """With 15 s evaluations and `keep_firing_for: 10s` the alert fires through the first
+    evaluation without its threshold, as in Prometheus."""
+    engine = AlertEngine([_rule(keep_s=10)])
+    engine.evaluate(_snapshot(0, a=0.95))
+    assert engine.evaluate(_snapshot(15, a=0.1)).changes == ()
+    (change,) = engine.evaluate(_snapshot(30, a=0.1)).changes
+    assert change.alert.status is Status.RESOLVED and change.alert.ends_at == 30
 
 
 def test_keep_firing_for_restarts_when_the_threshold_holds_again() -> None:
     engine = AlertEngine([_rule(keep_s=60)])
     engine.evaluate(_snapshot(0, a=0.95))
     engine.evaluate(_snapshot(50, a=0.1))
-    engine.evaluate(_snapshot(55, a=0.95))  # holds again: the 60 s count from here
+    engine.evaluate(_snapshot(55, a=0.95))  # holds again: a later release counts afresh
     assert engine.evaluate(_snapshot(100, a=0.1)).changes == ()
-    assert engine.evaluate(_snapshot(115, a=0.1)).changes[0].alert.status is Status.RESOLVED
+    assert engine.evaluate(_snapshot(159, a=0.1)).changes == ()
+    assert engine.evaluate(_snapshot(160, a=0.1)).changes[0].alert.status is Status.RESOLVED
 
 
 def test_one_instance_per_label_set_each_with_its_own_timing() -> None:
