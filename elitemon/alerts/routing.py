@@ -363,9 +363,11 @@ class Router:
         clock: Clock,
         mute: Mute = _mute_nothing,
         suppress_repeat: AlertPredicate = _never,
+        external_url: str = "",
     ) -> None:
         self._route = route
         self._clock = clock
+        self._external_url = external_url  # Alertmanager's --web.external-url: each notification's link back
         self._mute = mute
         self._suppress_repeat = suppress_repeat
         self._groups: dict[str, _Group] = {}
@@ -396,7 +398,7 @@ class Router:
         for group in due:
             notification = group.evaluate(now, muted, self._suppress_repeat)
             if notification is not None:
-                notifications.append(notification)
+                notifications.append(replace(notification, external_url=self._external_url))
             if group.alerts:
                 group.due = now + group.route.group_interval
             else:

@@ -156,6 +156,7 @@ class AlertService:
             clock=clock,
             mute=muter(silences=self.silences, inhibitor=parts.inhibitor),
             suppress_repeat=self.acks.suppress_repeat,
+            external_url=self.settings.external_url,
         )
         self.dispatcher = dispatcher if dispatcher is not None else Dispatcher(clock=clock)
 

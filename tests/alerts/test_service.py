@@ -149,3 +149,15 @@ def test_resolve_reaches_the_router() -> None:
     (resolved,) = service.flush()
     assert firing.status is Status.FIRING and resolved.status is Status.RESOLVED
     assert resolved.group_key == firing.group_key
+
+
+def test_notifications_link_back_to_the_external_url() -> None:
+    """`settings.external_url` is each notification's link (webhook `externalURL`, Slack's button,
+    the email's link, PagerDuty's `client_url`), as Alertmanager's --web.external-url is."""
+    clock = FakeClock()
+    service = _service('settings: {external_url: "https://elitemon.example/ui"}\n' + RULES, clock=clock)
+    service.evaluate(_snapshot(clock.now, missing={}, cpu={"a": 0.99}))
+    clock.now += 30
+    (notification,) = service.flush()
+    assert notification.external_url == "https://elitemon.example/ui"
+    assert notification.alerts[0].generator_url == "https://elitemon.example/ui"
