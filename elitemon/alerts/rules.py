@@ -64,6 +64,11 @@ class Per(enum.Enum):
     NODE = "node"
     GPU = "gpu"
 
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The label names an instance carries: a GPU is numbered within its node."""
+        return ("gpu", "node") if self is Per.GPU else (self.value,)
+
     @classmethod
     def parse(cls, text: str) -> Per:
         """The entity named by `text` (any case); a ValueError lists the valid names."""
@@ -138,7 +143,7 @@ def _check_label_name(name: str, per: Per | None = None) -> None:
         raise ValueError(f"label name {name!r} must match [A-Za-z_][A-Za-z0-9_]* and not start with '__'")
     if name in _RESERVED_LABELS:
         raise ValueError(f"label {name!r} is set from the rule and cannot be given in labels")
-    if per is not None and name == per.value:
+    if per is not None and name in per.labels:
         raise ValueError(f"label {name!r} is set by `per: {per.value}` and cannot be given in labels")
 
 

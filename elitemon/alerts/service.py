@@ -15,6 +15,7 @@ CRITICAL `node_failure` silences the lower-severity alerts of its node.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -67,7 +68,7 @@ class AlertSettings:
                 return default
 
         interval = read("evaluation_interval", _positive_duration, DEFAULT_EVALUATION_INTERVAL_S)
-        lookback = read("lookback", _duration, DEFAULT_LOOKBACK_S)
+        lookback = read("lookback", _positive_duration, DEFAULT_LOOKBACK_S)
         tolerance = read("improvement_tolerance", _non_negative_number, 0.0)
         metric = read("score_metric", _metric_name, DEFAULT_METRIC)
         url = read("external_url", _url, "")
@@ -107,8 +108,8 @@ def _positive_duration(value: Any) -> float:
 
 
 def _non_negative_number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ValueError(f"expected a number >= 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise ValueError(f"expected a finite number >= 0, got {value!r}")
     return float(value)
 
 

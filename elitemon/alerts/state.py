@@ -28,9 +28,6 @@ from typing import Protocol
 from elitemon.alerts._model import Alert, AlertState, Status, fingerprint
 from elitemon.alerts.signals import Labels, Snapshot
 
-#: Label names a rule's `per` evaluates over.
-PER_LABELS: Mapping[str, tuple[str, ...]] = {"AGENT": ("agent",), "NODE": ("node",), "GPU": ("gpu", "node")}
-
 
 class Outcome(Protocol):
     """A threshold's result for one instance (`expr.Outcome`)."""
@@ -75,7 +72,7 @@ class Evaluation:
 
 def rule_per_labels(rule) -> tuple[str, ...]:
     """The label names `rule` is evaluated per (empty for once overall)."""
-    return PER_LABELS[rule.per.name] if rule.per is not None else ()
+    return rule.per.labels if rule.per is not None else ()
 
 
 def evaluate_rule(rule, snapshot: Snapshot) -> dict[Labels, Outcome]:

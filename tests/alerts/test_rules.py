@@ -263,6 +263,10 @@ def test_an_empty_rule_mapping_is_allowed() -> None:
             "rules.yaml:2:3: rule 'r': label 'node' is set by `per: node` and cannot be given in labels",
         ),
         (
+            rule_with("per: gpu\nlabels: {node: x}"),  # a GPU instance carries its node too
+            "rules.yaml:2:3: rule 'r': label 'node' is set by `per: gpu` and cannot be given in labels",
+        ),
+        (
             rule_with("description: '{value.__class__}'"),
             "rules.yaml:6:18: rule 'r': description: field {value.__class__}: expected {value}, {labels[name]} or "
             "{name} with an optional format spec",

@@ -60,7 +60,10 @@ def test_settings_are_read_and_checked() -> None:
     ("settings", "message", "line_column"),
     [
         ("evaluation_interval: 0s", "settings.evaluation_interval: must be positive", (14, 3)),
-        ("improvement_tolerance: -1", "settings.improvement_tolerance: expected a number >= 0", (14, 3)),
+        ("improvement_tolerance: -1", "settings.improvement_tolerance: expected a finite number >= 0", (14, 3)),
+        ("improvement_tolerance: .nan", "settings.improvement_tolerance: expected a finite number >= 0", (14, 3)),
+        ("improvement_tolerance: .inf", "settings.improvement_tolerance: expected a finite number >= 0", (14, 3)),
+        ("lookback: 0s", "settings.lookback: must be positive", (14, 3)),
         ("prices: {cpu_hour: -1}", "settings.prices: ", (14, 3)),
         ("every: 5s", "settings: unknown keys ['every']", (13, 1)),
     ],
