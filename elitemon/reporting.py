@@ -124,14 +124,19 @@ def _generation(name: str, value: Any) -> int | None:
     raise ValueError(f"{name} must be a whole number >= 0 or None, but got {value!r}.")
 
 
-def numeric_items(metrics: Mapping[str, Any]) -> list[tuple[str, float]]:
-    """The finite numeric (non-bool) entries of `metrics`, as floats."""
+def numeric_items(metrics: Mapping[str, Any], prefix: str = "") -> list[tuple[str, float]]:
+    """The finite numeric (non-bool) entries of `metrics`, as floats. Nested mappings are walked and
+    their keys joined with "/", as Tune names them (RLlib reports `env_runners/episode_return_mean`
+    as `{"env_runners": {"episode_return_mean": ...}}`, and that is what a PBT `metric` names)."""
     items = []
     for key, value in metrics.items():
-        if isinstance(value, Number) and not isinstance(value, bool):
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            items += numeric_items(value, f"{name}/")
+        elif isinstance(value, Number) and not isinstance(value, bool):
             number = float(value)  # type: ignore[arg-type]
             if math.isfinite(number):
-                items.append((str(key), number))
+                items.append((name, number))
     return items
 
 

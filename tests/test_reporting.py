@@ -26,15 +26,24 @@ def test_report_writes_numeric_metrics_and_the_config(tmp_path: Path) -> None:
     accepted = reporter.report(
         "agent-3",
         7,
-        {"return": 12.5, "episodes": 40, "done": True, "note": "text", "bad": float("nan")},
+        {
+            "return": 12.5,
+            "episodes": 40,
+            "done": True,
+            "note": "text",
+            "bad": float("nan"),
+            "env_runners": {"episode_return_mean": 5.0, "module": {"loss": 0.25, "name": "x"}},
+        },
         config={"lr": 0.01, "optimizer": "adam"},
     )
-    assert accepted == 2  # bools, strings and NaN are not samples
+    assert accepted == 4  # bools, strings and NaN are not samples; nested results are, named as Tune names them
     assert reporter.producer.flush(timeout=10)
     samples = store.scan(select("samples")).to_pylist()
     assert {(r["source"], r["generation"], r["metric"], r["value"], r["node"]) for r in samples} == {
         ("agent-3", 7, "return", 12.5, "10.0.0.9"),
         ("agent-3", 7, "episodes", 40.0, "10.0.0.9"),
+        ("agent-3", 7, "env_runners/episode_return_mean", 5.0, "10.0.0.9"),
+        ("agent-3", 7, "env_runners/module/loss", 0.25, "10.0.0.9"),
     }
     configs = {r["param"]: (r["value"], r["text"]) for r in store.scan(select("configs")).to_pylist()}
     assert configs == {"lr": (0.01, "0.01"), "optimizer": (None, "adam")}
