@@ -33,14 +33,13 @@ import ray
 
 from elitemon import __version__, aggregator
 from elitemon.alerts import commands as alert_commands
+from elitemon.alerts import expr
 from elitemon.client import Client, attach_or_start_local_ray, connect, ensure_ray
 from elitemon.config import MIN_MEMORY_BUDGET_BYTES, StoreConfig
 from elitemon.query import Aggregation
 from elitemon.schema import ID_COLUMNS, Kind
 from elitemon.store import make_data_dir
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
-_UNIT_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB)?$", re.IGNORECASE)
 _UNIT_BYTES = {None: 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
 #: The `ray` command of this interpreter's environment, found even when that environment's bin
@@ -51,11 +50,11 @@ _FILTERS = tuple(dict.fromkeys(column for columns in ID_COLUMNS.values() for col
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in '90', '30s', '5m', '2h', '1d', '250ms'."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 30s, 5m, 2h)")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
+    """Seconds in '90', '30s', '5m', '1h30m', '1d', '250ms', '0.5h': the rule file's grammar."""
+    try:
+        return expr.parse_duration(text)
+    except expr.ExpressionError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 30s, 5m, 1h30m)") from None
 
 
 def parse_size(text: str) -> int:

@@ -220,13 +220,15 @@ def test_a_missing_command_is_an_argparse_error(capsys) -> None:
         ("250ms", 0.25),
         ("1.5h", 5400.0),
         (" 10s ", 10.0),
+        ("1h30m", 5400.0),  # Prometheus' compound durations, as in the rule file
+        ("5w", 5 * 7 * 86400.0),
     ],
 )
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["soon", "", "-5s", "5 m", "5w", "s", "1.s"])
+@pytest.mark.parametrize("text", ["soon", "", "-5s", "5 m", "1h30", "s", "1.s", "5%"])
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="not a duration"):
         parse_duration(text)

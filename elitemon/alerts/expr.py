@@ -28,6 +28,7 @@ __all__ = [
     "Outcome",
     "parse",
     "is_name",
+    "compound_duration",
     "parse_duration",
     "parse_number",
 ]
@@ -156,12 +157,28 @@ def parse_number(text: str) -> float:
     return -number.value if negative else number.value
 
 
+_COMPOUND_DURATION = re.compile(r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
+_COMPOUND_UNITS_S = (365 * 86400.0, 7 * 86400.0, 86400.0, 3600.0, 60.0, 1.0, 0.001)
+
+
+def compound_duration(text: str) -> float | None:
+    """Seconds in a Prometheus duration, whole units from the largest down (`1h30m`, `2w`, `250ms`,
+    `1y`: Prometheus' model.ParseDuration, which Alertmanager also uses); None for other text."""
+    parts = _COMPOUND_DURATION.fullmatch(text.strip())
+    if parts is None or not any(parts.groups()):
+        return None
+    return sum(int(count) * unit for count, unit in zip(parts.groups(), _COMPOUND_UNITS_S, strict=True) if count)
+
+
 def parse_duration(value: str | float) -> float:
-    """Seconds in a duration: a number of seconds, or text such as `300s`, `5m`, `2h`, `1d`, `250ms`
-    or `300`. Rejects percentages, negatives and infinities, which are never a sensible wait."""
-    expected = "a duration such as 300s, 5m, 2h, 1d or 250ms"
+    """Seconds in a duration: a number of seconds, a Prometheus duration (`300s`, `5m`, `1h30m`,
+    `1d`, `250ms`) or a decimal with one unit (`0.5s`, `1.5h`). Rejects percentages, negatives and
+    infinities, which are never a sensible wait."""
+    expected = "a duration such as 300s, 5m, 1h30m, 1d or 250ms"
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
+    elif isinstance(value, str) and (compound := compound_duration(value)) is not None:
+        seconds = compound
     elif isinstance(value, str) and not value.strip().endswith("%"):
         try:
             seconds = parse_number(value)

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from elitemon.alerts._model import Alert, Notification, Status
+from elitemon.alerts.expr import compound_duration
 
 Clock = Callable[[], float]
 AlertPredicate = Callable[[Alert], bool]
@@ -55,8 +56,6 @@ GROUP_BY_ALL = "..."
 
 _LABEL_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _MATCHER = re.compile(r"\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(=~|=|!=|!~)\s*(.*?)\s*", re.DOTALL)
-_DURATION = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
-_DURATION_UNITS_S = (7 * 86400.0, 86400.0, 3600.0, 60.0, 1.0, 0.001)
 _ROUTE_KEYS = frozenset(
     {"receiver", "group_by", "group_wait", "group_interval", "repeat_interval", "matchers", "continue", "routes"}
 )
@@ -90,7 +89,8 @@ class Matcher:
             raise ValueError(f"invalid label name {self.name!r}")
         if self.type in (MatchType.REGEX, MatchType.NOT_REGEX):
             try:
-                object.__setattr__(self, "_regex", re.compile(f"(?:{self.value})"))
+                # Anchored by `fullmatch`, not by wrapping: a leading `(?i)` must stay at the start.
+                object.__setattr__(self, "_regex", re.compile(self.value))
             except re.error as exc:
                 raise ValueError(f"invalid regex {self.value!r}: {exc}") from None
 
@@ -179,9 +179,9 @@ def label_set_text(labels: Mapping[str, str]) -> str:
 
 def _duration(value: Any, path: str, *, allow_zero: bool) -> float:
     """Seconds from a number or a Prometheus duration string (`30s`, `5m`, `1h30m`, `1d`, `2w`)."""
-    parts = _DURATION.fullmatch(value.strip()) if isinstance(value, str) and value.strip() else None
-    if parts is not None:
-        seconds = sum(int(count) * unit for count, unit in zip(parts.groups(), _DURATION_UNITS_S, strict=True) if count)
+    compound = compound_duration(value) if isinstance(value, str) else None
+    if compound is not None:
+        seconds = compound
     elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
         seconds = float(value)
     else:

@@ -264,12 +264,26 @@ def test_expression_error_pickles() -> None:
     )
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("300s", 300), ("5m", 300), (" 2h ", 7200), ("300", 300), (42, 42.0)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("300s", 300),
+        ("5m", 300),
+        (" 2h ", 7200),
+        ("300", 300),
+        (42, 42.0),
+        ("1h30m", 5400),  # Prometheus' compound form, as `for:` in a Prometheus rule takes it
+        ("1w", 604800),
+        ("1d12h", 129600),
+        ("250ms", 0.25),
+        ("0.5s", 0.5),
+    ],
+)
 def test_parse_duration(text: str | float, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["90%", "-5m", "5x", "5 m", "", True, math.inf, "1e999", "x"])
+@pytest.mark.parametrize("text", ["90%", "-5m", "5x", "5 m", "", True, math.inf, "1e999", "x", "30m1h", "1h30"])
 def test_parse_duration_rejects(text: object) -> None:
     with pytest.raises(ExpressionError, match="expected a duration such as 300s"):
         parse_duration(text)  # type: ignore[arg-type]

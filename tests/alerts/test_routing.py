@@ -86,6 +86,8 @@ def test_matchers_are_anchored_and_read_missing_labels_as_empty():
     assert Matcher.parse('team=""').matches({})
     assert Matcher.parse('team!="ops"').matches({})
     assert not Matcher.parse('team!=""').matches({})
+    assert not Matcher.parse('node=~"n1|n2"').matches({"node": "n1x"})  # each alternative anchored
+    assert Matcher.parse('node=~"(?i)N1"').matches({"node": "n1"})  # a flag group, as RE2 takes it
 
 
 # ------------------------------------------------------------------------------------ route config

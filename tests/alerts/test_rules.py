@@ -217,11 +217,11 @@ def test_an_empty_rule_mapping_is_allowed() -> None:
         ("alert_rules:\n  r: {threshold: 'cpu_usage > 1', severity: HIGH, action: [a]}\n", None),
         (
             rule_with("for: 5x"),
-            "rules.yaml:6:10: rule 'r': for: expected a duration such as 300s, 5m, 2h, 1d or 250ms but found '5x'",
+            "rules.yaml:6:10: rule 'r': for: expected a duration such as 300s, 5m, 1h30m, 1d or 250ms but found '5x'",
         ),
         (
             rule_with("keep_firing_for: -5"),
-            "rules.yaml:6:22: rule 'r': keep_firing_for: expected a duration such as 300s, 5m, 2h, 1d or 250ms "
+            "rules.yaml:6:22: rule 'r': keep_firing_for: expected a duration such as 300s, 5m, 1h30m, 1d or 250ms "
             "but found '-5'",
         ),
         (
