@@ -6,7 +6,8 @@ At every evaluation, each rule's threshold is evaluated for each of its instance
 - inactive → **pending** when the threshold holds (`active_since` = now); a pending instance whose
   threshold stops holding is dropped without a notification, as in Prometheus;
 - pending → **firing** once the threshold has held for the rule's `for` (at once when `for` is 0);
-- firing stays firing while the threshold holds, and for `keep_firing_for` after it last held;
+- firing stays firing while the threshold holds, and for `keep_firing_for` from the first
+  evaluation at which it no longer held (Prometheus' KeepFiringSince);
 - firing → **resolved** when neither holds any more: the instance leaves the table, and the alert
   is handed on once with `status=resolved` and `ends_at` = now.
 
