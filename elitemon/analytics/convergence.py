@@ -28,9 +28,10 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from elitemon.analytics._frames import require_columns
+from elitemon.analytics._frames import is_whole_number, require_columns
 from elitemon.analytics.best_forecast import BestForecast, forecast_best
 from elitemon.analytics.learning_curves import MIN_POINTS, LearningCurve, NothingToExtrapolate, fit_learning_curve
+from elitemon.analytics.population import _agent_rows
 
 DEFAULT_METRIC = "mean_return"
 #: A generation counts once at least this fraction of the agents (the most seen at any one
@@ -92,20 +93,14 @@ class ConvergenceReport:
 def agent_scores(samples: pd.DataFrame, *, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """One score per (agent, generation): the latest report by `ts`. Columns: agent, generation, ts, score.
 
-    Only agent rows of `metric` with a generation and a finite value count. Raises ValueError when
-    `samples` lacks a needed column.
+    Only agent rows of `metric` with a generation and a finite value count. Raises ValueError naming
+    the column when `samples` lacks one, its `ts` are not datetimes, or a generation is not whole.
     """
-    require_columns(samples, "samples", ("ts", "kind", "source", "generation", "metric", "value"))
-    rows = samples[
-        (samples["kind"] == "agent")
-        & (samples["metric"] == metric)
-        & samples["generation"].notna()
-        & np.isfinite(samples["value"].astype(float))
-    ]
-    latest = rows.sort_values("ts", kind="stable").groupby(["source", "generation"], sort=True).tail(1)
+    rows = _agent_rows(samples, metric)  # in ts order
+    latest = rows[rows["generation"].notna()].groupby(["agent", "generation"], sort=True).tail(1)
     return (
-        latest.rename(columns={"source": "agent", "value": "score"})[["agent", "generation", "ts", "score"]]
-        .astype({"agent": str, "generation": "int64", "score": float})
+        latest.rename(columns={"value": "score"})[["agent", "generation", "ts", "score"]]
+        .astype({"generation": "int64"})
         .sort_values(["agent", "generation"])
         .reset_index(drop=True)
     )
@@ -186,7 +181,7 @@ def seconds_per_generation(samples: pd.DataFrame, *, metric: str = DEFAULT_METRI
         seconds = scores["ts"].diff().dt.total_seconds()[step & recent]
         if not seconds.empty:
             return float(seconds.median())
-    iteration_times = samples.loc[(samples["kind"] == "agent") & (samples["metric"] == "time_this_iter_s"), "value"]
+    iteration_times = _agent_rows(samples, "time_this_iter_s")["value"]  # the finite ones
     return float(iteration_times.median()) if not iteration_times.empty else None
 
 
@@ -270,7 +265,7 @@ def forecast_target(
         reached = np.concatenate([[0.0], later])
     probability = None
     if horizon_generations is not None:
-        probability = float(reached[min(horizon_generations, reached.size - 1)])
+        probability = float(reached[min(int(horizon_generations), reached.size - 1)])
     low, middle, high = curve.passage_levels
     return ConvergenceForecast(
         goal=Goal.TARGET,
@@ -284,8 +279,8 @@ def forecast_target(
 
 
 def _require_horizon(horizon_generations: int | None) -> None:
-    if horizon_generations is not None and horizon_generations < 1:
-        raise ValueError(f"horizon_generations must be at least 1, but got {horizon_generations=}.")
+    if horizon_generations is not None and (not is_whole_number(horizon_generations) or horizon_generations < 1):
+        raise ValueError(f"horizon_generations must be a whole number >= 1, but got {horizon_generations=}.")
 
 
 def _forecast_flat(curve: LearningCurve, future: np.ndarray, window: int, tolerance: float) -> ConvergenceForecast:

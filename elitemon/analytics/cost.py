@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from elitemon.analytics._frames import is_whole_number, require_columns, require_datetime_ts
+from elitemon.analytics._frames import is_number, is_whole_number, require_columns, require_datetime_ts
 from elitemon.analytics.migration import payload_source_generation
 
 SAMPLE_COLUMNS = ("ts", "kind", "node", "source", "generation", "metric", "value")
@@ -458,12 +458,12 @@ def _agent_rows(samples: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def _check_positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+    if not is_number(value) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, but got {value!r}.")
 
 
 def _check_non_negative(name: str, value: Any, *, what: str = "number") -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+    if not is_number(value) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite {what} >= 0, but got {value!r}.")
 
 

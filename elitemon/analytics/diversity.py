@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from elitemon.analytics._frames import is_number, require_columns, require_datetime_ts
+from elitemon.analytics._frames import column_as, is_number, require_columns, require_datetime_ts
 
 CONFIG_COLUMNS = ("ts", "agent", "generation", "param", "value", "text")
 HIGH_DIVERSITY = 0.5
@@ -336,13 +336,14 @@ def _config_rows(configs: pd.DataFrame) -> pd.DataFrame:
     require_columns(configs, "configs", CONFIG_COLUMNS)
     require_datetime_ts(configs, "configs")
     configs = configs[configs["value"].notna() | configs["text"].notna()]
-    values = pd.to_numeric(configs["value"]).astype(np.float64)
+    values = column_as(configs, "configs", "value", np.float64, "numbers")
+    generations = column_as(configs, "configs", "generation", "Int64", "whole numbers").fillna(0)
     rows = pd.DataFrame(
         {
             "ts": configs["ts"],
             "agent": configs["agent"].astype(str),
             "param": configs["param"].astype(str),
-            "generation": pd.to_numeric(configs["generation"]).fillna(0).astype(np.int64),
+            "generation": generations.astype(np.int64),
             "value": values,
             "label": configs["text"].astype(object).where(configs["text"].notna(), values.astype(str)).astype(str),
         }

@@ -14,13 +14,12 @@ import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from elitemon.analytics._frames import is_number, require_columns, require_datetime_ts
+from elitemon.analytics._frames import column_as, is_number, require_columns, require_datetime_ts
 
 AGENT_KIND = "agent"
 DEFAULT_SCORE_METRIC = "mean_return"
@@ -347,6 +346,8 @@ def _exploit_times(events: pd.DataFrame | None) -> dict[str, np.ndarray]:
         return {}
     _require_columns(events, "events", EVENT_COLUMNS)
     exploits = events[(events["type"] == "exploit") & events["agent"].notna()]
+    if exploits.empty:  # a table built empty by hand has an untyped ts
+        return {}
     seconds = pd.Series(_epoch_seconds(exploits["ts"]), index=exploits.index)
     return {
         str(agent): np.sort(group.to_numpy())
@@ -379,21 +380,12 @@ def _agent_rows(samples: pd.DataFrame, metric: str) -> pd.DataFrame:
         {
             "ts": selected["ts"],
             "agent": selected["source"].astype(str),
-            "generation": _column_as(selected, "generation", "Int64", "whole numbers"),
-            "value": _column_as(selected, "value", np.float64, "numbers"),
+            "generation": column_as(selected, "samples", "generation", "Int64", "whole numbers"),
+            "value": column_as(selected, "samples", "value", np.float64, "numbers"),
         }
     )
     rows = rows[np.isfinite(rows["value"].to_numpy())]
     return rows.sort_values("ts", kind="stable").reset_index(drop=True)
-
-
-def _column_as(samples: pd.DataFrame, column: str, dtype: Any, what: str) -> pd.Series:
-    """samples[column] as `dtype`, or a ValueError naming the column (the store's tables always
-    convert; a table built by hand may not)."""
-    try:
-        return pd.to_numeric(samples[column]).astype(dtype)
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"samples: column {column!r} must hold {what} ({error}).") from None
 
 
 def _epoch_seconds(ts: pd.Series) -> np.ndarray:

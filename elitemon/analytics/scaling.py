@@ -31,7 +31,7 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 
 from elitemon.analytics import cost
-from elitemon.analytics._frames import is_number, require_columns, require_datetime_ts
+from elitemon.analytics._frames import is_number, is_whole_number, require_columns, require_datetime_ts
 
 SAMPLE_COLUMNS = ("ts", "kind", "node", "source", "generation", "metric", "value")
 OBSERVATION_COLUMNS = ("nodes", "throughput")
@@ -95,7 +95,7 @@ class ScalingSettings:
             value = getattr(self, name)
             if not is_number(value) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be finite and > 0, but got {value!r}.")
-        if isinstance(self.max_nodes, bool) or not isinstance(self.max_nodes, int) or self.max_nodes < 1:
+        if not is_whole_number(self.max_nodes) or self.max_nodes < 1:
             raise ValueError(f"max_nodes must be an integer >= 1, but got {self.max_nodes!r}.")
         _check_serial_fraction(self.default_serial_fraction)
         unknown = [key for key in self.saturation if key not in set(Resource)]
@@ -103,7 +103,7 @@ class ScalingSettings:
         if unknown or missing:
             raise ValueError(f"saturation must have one threshold per resource: unknown {unknown}, missing {missing}.")
         for resource, threshold in self.saturation.items():
-            if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold <= 1:
+            if not is_number(threshold) or not 0 < threshold <= 1:
                 raise ValueError(f"saturation[{resource}] must be in (0, 1], but got {threshold!r}.")
         thresholds = {Resource(key): float(value) for key, value in self.saturation.items()}
         object.__setattr__(self, "saturation", MappingProxyType(thresholds))
@@ -445,7 +445,7 @@ def _with_explanation(r: ScalingRecommendation, settings: ScalingSettings, ceili
 
 
 def _check_serial_fraction(value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+    if not is_number(value) or not 0 <= value <= 1:
         raise ValueError(f"default_serial_fraction must be a number in [0, 1], but got {value!r}.")
 
 

@@ -88,6 +88,16 @@ def test_agent_scores_name_a_missing_column() -> None:
         agent_scores(scores_frame({"a": [1.0]}).drop(columns="generation"))
 
 
+def test_agent_scores_refuse_numeric_times_and_broken_generations() -> None:
+    """A generation of 1.5 was cut to 1 (two scores for one generation), epoch-second times failed
+    later in an .dt accessor."""
+    frame = scores_frame({"a": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="column 'generation' must hold whole numbers"):
+        agent_scores(frame.assign(generation=[1.0, 1.5]))
+    with pytest.raises(ValueError, match="column 'ts' must hold datetimes"):
+        seconds_per_generation(frame.assign(ts=[1.7e9, 1.7e9 + 30]))
+
+
 def test_population_progress_by_hand() -> None:
     progress = population_progress(scores_frame({"a": [1.0, 3.0, 4.0], "b": [2.0, 2.0, 6.0]}))
     assert progress.index.tolist() == [1, 2, 3]
@@ -194,6 +204,9 @@ def test_seconds_per_generation_falls_back_to_time_this_iter_s() -> None:
     frame = pd.concat([frame, samples([(0, "c", 1, "time_this_iter_s", 5.0)])])
     assert seconds_per_generation(frame) == 5.0
     assert seconds_per_generation(scores_frame({"a": [1.0]})) is None
+    broken = samples([(0, "d", 1, "time_this_iter_s", math.nan), (0, "e", 1, "time_this_iter_s", math.inf)])
+    assert seconds_per_generation(pd.concat([frame, broken])) == 5.0  # non-finite times are not times
+    assert seconds_per_generation(broken) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,8 +417,10 @@ def test_flatness_by_hand() -> None:
 
 def test_forecast_rejects_bad_arguments() -> None:
     curve = fit_learning_curve(np.arange(1, 11), np.arange(10.0))
-    with pytest.raises(ValueError, match="horizon_generations"):
-        forecast_convergence(curve, target=1.0, horizon_generations=0)
+    for horizon in (0, 2.5, True):
+        with pytest.raises(ValueError, match="horizon_generations must be a whole number"):
+            forecast_convergence(curve, target=1.0, horizon_generations=horizon)
+    assert forecast_convergence(curve, target=1.0, horizon_generations=np.int64(3)).horizon_generations == 3
     with pytest.raises(ValueError, match="target"):
         forecast_convergence(curve, target=float("nan"))
     with pytest.raises(ValueError, match="flat_window"):

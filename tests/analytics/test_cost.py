@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -328,6 +329,10 @@ def test_budget_burn() -> None:
     assert burn.hours_until_exhausted == pytest.approx(12.0)  # (100 - 40) / 5
     assert burn.sustainable_hourly_cost == pytest.approx(6.0)  # (100 - 40) / 10
     assert not burn.exhausted_before_horizon
+    from_numpy = budget_burn(
+        spent=np.int64(40), hourly_cost=np.float32(5.0), budget_threshold=np.int64(100), hours_ahead=np.float32(10)
+    )
+    assert from_numpy.projected_spend == pytest.approx(90.0)  # NumPy scalars are numbers too
 
 
 def test_budget_burn_over_budget_idle_and_no_horizon() -> None:

@@ -234,6 +234,10 @@ def test_bad_specs_and_params_name_the_argument():
         diversity_index(HISTORY.drop(columns="text"))
     with pytest.raises(ValueError, match="configs: column 'ts' must hold datetimes"):
         diversity_index(HISTORY.assign(ts=0))
+    with pytest.raises(ValueError, match="configs: column 'value' must hold numbers"):
+        diversity_index(HISTORY.assign(value=HISTORY["value"].astype(object).where(HISTORY["value"].isna(), "abc")))
+    with pytest.raises(ValueError, match="configs: column 'generation' must hold whole numbers"):
+        diversity_index(HISTORY.assign(generation=HISTORY["generation"] + 0.5))  # was cut to the generation below
     with pytest.raises(ValueError, match="generation must be a non-negative integer"):
         diversity_index(HISTORY, generation=-1)
 

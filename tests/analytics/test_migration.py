@@ -367,6 +367,9 @@ def test_bad_input_names_the_argument(run) -> None:
         exploit_effects(samples.drop(columns=["metric"]), events)
     with pytest.raises(ValueError, match="k=0"):
         exploit_effectiveness(samples, events, k=0)
+    # Epoch seconds by hand: pandas would read them as nanoseconds, one instant for the whole run.
+    with pytest.raises(ValueError, match="events: column 'ts' must hold times, but holds numbers"):
+        lineage(events.assign(ts=events["ts"].astype("int64") / 1e6))
     broken = events.assign(payload=events["payload"].where(events["type"] != "exploit", "{not json"))
     with pytest.raises(ValueError, match="events: payload is not JSON"):
         exploits(broken)

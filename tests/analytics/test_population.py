@@ -361,6 +361,8 @@ def test_throughput_from_counter_without_events_misses_a_same_generation_exploit
     # mean = (100 + 100 + 800 + 50)/40 = 26.25.
     a = throughput_from_counter(COUNTERS).per_agent["a"]
     assert (a.latest, a.mean, a.intervals, a.skipped) == (5.0, 26.25, 4, 0)
+    no_events = pd.DataFrame(columns=["ts", "type", "agent"])  # built empty by hand: an untyped ts
+    assert throughput_from_counter(COUNTERS, events=no_events).per_agent["a"] == a
 
 
 def test_throughput_from_counter_skips_repeated_timestamps_and_generation_jumps():

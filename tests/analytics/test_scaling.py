@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -108,6 +109,15 @@ def test_resource_utilisation_without_system_rows_is_an_error() -> None:
 def test_settings_reject_bad_values_naming_them(arguments: dict, named: str) -> None:
     with pytest.raises(ValueError, match=named):
         ScalingSettings(**arguments)
+
+
+def test_settings_take_numpy_scalars() -> None:
+    settings = ScalingSettings(
+        max_nodes=np.int64(10),
+        default_serial_fraction=np.float32(0.25),
+        saturation={r: np.float32(0.5) for r in Resource},
+    )
+    assert settings.max_nodes == 10 and settings.saturation[Resource.CPU] == 0.5
 
 
 # --------------------------------------------------------------------------------------------
