@@ -15,6 +15,7 @@ whatever the number of series, and nothing loops over rows in Python.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -144,11 +145,11 @@ def select(
         if not values or not all(isinstance(v, str) and v for v in values):
             raise ValueError(f"{name}: expected one or more non-empty strings, got {values!r}")
         equals.append((name, values))
-    low, high = (generation, generation) if isinstance(generation, int) else (generation or (None, None))
+    low, high = _generation_bounds(generation)
     if low is not None and high is not None and low > high:
         raise ValueError(f"generation: low bound {low} is above high bound {high}")
-    start_us = None if start is None else to_timestamp_us(start)
-    end_us = None if end is None else to_timestamp_us(end)
+    start_us = None if start is None else _bound_us("start", start)
+    end_us = None if end is None else _bound_us("end", end)
     if start_us is not None and end_us is not None and start_us >= end_us:
         raise ValueError(f"start: {start!r} is not before end {end!r}")
     return Selection(
@@ -159,6 +160,32 @@ def select(
         max_generation=high,
         equals=tuple(equals),
     )
+
+
+def _generation_bounds(generation: Any) -> tuple[int | None, int | None]:
+    """(low, high) from one generation or an inclusive pair with None for open; a ValueError naming
+    `generation` for anything else (a float, text, a triple)."""
+    if _is_generation(generation):
+        return int(generation), int(generation)
+    if generation is None:
+        return None, None
+    if isinstance(generation, tuple | list) and len(generation) == 2:
+        if all(bound is None or _is_generation(bound) for bound in generation):
+            low, high = generation
+            return (None if low is None else int(low)), (None if high is None else int(high))
+    raise ValueError(f"generation: expected a whole number or a (low, high) pair of them or None, got {generation!r}")
+
+
+def _is_generation(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _bound_us(name: str, value: Any) -> int:
+    """A time bound in epoch microseconds; the ValueError names the bound, not the stored `ts`."""
+    try:
+        return to_timestamp_us(value)
+    except ValueError as error:
+        raise ValueError(f"{name}: {str(error).removeprefix('ts: ')}") from None
 
 
 # ------------------------------------------------------------------------------ aggregation
@@ -177,6 +204,8 @@ def downsample(data: pa.Table, *, step_s: float, agg: str | Aggregation = Aggreg
     consecutive rows and each aggregate is one `ufunc.reduceat`, with no grouping at all.
     """
     agg = Aggregation(agg)
+    if not isinstance(step_s, int | float | np.integer | np.floating) or not math.isfinite(step_s):
+        raise ValueError(f"step_s must be a finite number of seconds, but got {step_s=}")
     step_us = int(round(step_s * 1e6))
     if step_us <= 0:
         raise ValueError(f"step_s must be positive, but got {step_s=}")

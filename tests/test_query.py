@@ -9,6 +9,7 @@ rest in its hot buffer. Every query runs over all three at once.
 
 from __future__ import annotations
 
+import math
 from itertools import pairwise
 from pathlib import Path
 
@@ -319,7 +320,7 @@ def test_downsample_of_nothing_is_empty_with_the_point_columns():
     assert latest(empty).num_rows == 0
 
 
-@pytest.mark.parametrize("step_s", [0, -5])
+@pytest.mark.parametrize("step_s", [0, -5, math.nan, math.inf, "30s"])
 def test_downsample_refuses_a_non_positive_step(data, step_s):
     with pytest.raises(ValueError, match="step_s"):
         downsample(data, step_s=step_s)
@@ -377,7 +378,13 @@ def test_latest_of_a_filtered_scan(store, expected):
         ({"generation": (5, 2)}, "generation"),
         ({"metric": []}, "metric"),
         ({"metric": ["util", ""]}, "metric"),
-        ({"start": "yesterday"}, "ts"),
+        ({"start": "yesterday"}, "start"),
+        ({"end": 1.7e15}, "end"),  # microseconds as seconds
+        ({"generation": "3"}, "generation"),
+        ({"generation": 2.0}, "generation"),
+        ({"generation": (1, 2, 3)}, "generation"),
+        ({"generation": ("a", None)}, "generation"),
+        ({"generation": True}, "generation"),
     ],
 )
 def test_select_errors_name_the_field(options, field):
