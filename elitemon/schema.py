@@ -178,6 +178,8 @@ def _cast(target: pa.Field, column: pa.Array) -> pa.Array:
     if pa.types.is_timestamp(target.type) and pa.types.is_timestamp(column.type):
         if column.type.tz is None:
             raise SchemaError(target.name, "timestamp without time zone; use UTC")
+        if column.type.unit == "ns":  # pandas' unit: its sub-microsecond digits are dropped, not refused
+            return column.cast(target.type, safe=False)
     try:
         return column.cast(target.type)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:

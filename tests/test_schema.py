@@ -339,6 +339,9 @@ def test_conform_casts_ns_timestamps_to_us():
     batch = batch.set_column(0, "ts", ns)
     conformed = conform(TableName.SAMPLES, batch)
     assert conformed.column("ts").cast(pa.int64()).to_pylist() == [NOW_US + 7]
+    # Nanoseconds below a microsecond (pandas' Timestamp.now()) are dropped, not the row or the batch.
+    finer = batch.set_column(0, "ts", pa.array([NOW_US * 1000 + 7321], pa.timestamp("ns", tz="UTC")))
+    assert conform(TableName.SAMPLES, finer).column("ts").cast(pa.int64()).to_pylist() == [NOW_US + 7]
 
 
 def test_conform_refuses_naive_timestamps_naming_ts():
