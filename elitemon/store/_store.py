@@ -17,7 +17,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import numbers
-import os
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -41,7 +40,7 @@ from elitemon.store._segments import (
     write_segment,
 )
 from elitemon.store._sequences import SequenceTracker
-from elitemon.store._wal import WriteAheadLog, last_generation, replay
+from elitemon.store._wal import WriteAheadLog, fsync_all, last_generation, replay
 
 log = logging.getLogger(__name__)
 
@@ -348,11 +347,7 @@ class Store:
                 self._last_sync = time.monotonic()
             age = 0.0 if self._hot_since is None else time.monotonic() - self._hot_since
             seal_due = self._hot_bytes >= self._config.seal_threshold_bytes or age >= self._config.seal_age_s
-        for fd in handles:  # outside the lock: ingest and queries go on during the fsync
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        fsync_all(handles)  # outside the lock: ingest and queries go on during the fsync
         if seal_due:
             self.seal()
         self.apply_retention()
@@ -404,9 +399,10 @@ class Store:
         if self._worker is not None:
             self._worker.join()
             self._worker = None
-        with self._lock:
-            self._wal.close()
-        self._dir_lock.close()
+        with self._seal_lock:  # a seal an ingest thread started (`_make_room`) ends before the directory is let go
+            with self._lock:
+                self._wal.close()
+            self._dir_lock.close()
 
     # ---------------------------------------------------------------- reading
 

@@ -70,11 +70,7 @@ class WriteAheadLog:
 
     def sync(self) -> None:
         """Force what was logged, and the new files' directory entries, to stable storage."""
-        for fd in self.sync_handles():
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        fsync_all(self.sync_handles())
 
     def sync_handles(self) -> list[int]:
         """Duplicated descriptors to fsync (then close) without holding the caller's lock: a
@@ -147,6 +143,22 @@ class WriteAheadLog:
             writer.close()
             file.close()
         self._sinks.clear()
+
+
+def fsync_all(handles: list[int]) -> None:
+    """fsync and close each descriptor; when an fsync fails, the others are still synced and every
+    one closed, and the first error is raised. A failed fsync is not retried: after one, Linux may
+    already have marked the pages clean, so a retry could report success for data not on disk."""
+    errors: list[OSError] = []
+    for fd in handles:
+        try:
+            os.fsync(fd)
+        except OSError as error:
+            errors.append(error)
+        finally:
+            os.close(fd)
+    if errors:
+        raise errors[0]
 
 
 def replay(directory: Path, from_generation: int) -> Iterator[LoggedBatch]:

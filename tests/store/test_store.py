@@ -675,3 +675,55 @@ def test_a_relative_data_dir_is_made_absolute_where_it_is_named(tmp_path, monkey
     assert config.data_dir == tmp_path / "relative" / "data"
     monkeypatch.chdir("/")  # as an actor's worker would, in its own directory
     assert pickle.loads(pickle.dumps(config)).data_dir == tmp_path / "relative" / "data"
+
+
+def test_a_failed_fsync_closes_every_descriptor_and_syncs_the_others(tmp_path, monkeypatch):
+    """What the store's fsync (by policy, at maintenance and close) does with its duplicated
+    descriptors: one that failed left the rest open and unsynced."""
+    import os
+
+    from elitemon.store._wal import fsync_all
+
+    handles = [os.open(tmp_path / f"f{i}", os.O_CREAT | os.O_WRONLY) for i in range(3)]
+    synced: list[int] = []
+
+    def failing_first(fd: int) -> None:
+        synced.append(fd)
+        if len(synced) == 1:
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing_first)
+    with pytest.raises(OSError, match="Input/output error"):
+        fsync_all(handles)
+    assert synced == handles
+    for fd in handles:
+        with pytest.raises(OSError):  # EBADF: closed
+            os.fstat(fd)
+
+
+def test_close_waits_for_a_seal_in_progress(tmp_path, clock):
+    """A seal that an ingest thread started (at half the budget) must end before the directory lock
+    goes: a new store's orphan cleanup would otherwise delete the segment being written."""
+    store = open_store(tmp_path, clock)
+    store.ingest("samples", samples(0, 10), producer_id="p", seq=0)
+    inside, release = threading.Event(), threading.Event()
+    publish = store._publish
+
+    def held_publish(pending):
+        inside.set()
+        release.wait(timeout=30)
+        return publish(pending)
+
+    store._publish = held_publish
+    sealing = threading.Thread(target=store.seal)
+    sealing.start()
+    assert inside.wait(timeout=30), "the seal did not start"
+    closing = threading.Thread(target=store.close)
+    closing.start()
+    closing.join(timeout=0.5)  # a window for a close that does not wait
+    assert closing.is_alive(), "close let the directory go while a seal was writing"
+    release.set()
+    sealing.join(timeout=30)
+    closing.join(timeout=30)
+    reopened = open_store(tmp_path, clock)
+    assert reopened.health().segments == 1 and generations(reopened) == list(range(10))
