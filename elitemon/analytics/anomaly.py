@@ -614,6 +614,8 @@ def detect_anomalies(
     if isinstance(stamps, pd.DatetimeIndex):
         if stamps.tz is None:
             raise ValueError("ts: naive DatetimeIndex; localise it (e.g. to UTC) first.")
+        if stamps.hasnans:  # NaT would be read as the year -290,000
+            raise ValueError(f"ts: {int(stamps.isna().sum())} missing timestamp(s) (NaT).")
         stamps = stamps.asi8 / _index_units_per_second(stamps)
     detector = detector if detector is not None else RobustDetector()
     points = [detector.update(stamp, number) for stamp, number in zip(stamps, numbers, strict=True)]

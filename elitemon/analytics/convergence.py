@@ -209,9 +209,9 @@ def forecast_convergence(
     population's best (`best_forecast.PASSAGE_LEVELS`). `probability_within_horizon` is that probability at
     last_generation + horizon_generations (capped to the forecast range).
 
-    Flat: the first generation g where expected(g + flat_window) - expected(g) < flat_tolerance
-    (default: FLAT_FRACTION of the observed score range); gaining at most the tolerance counts as
-    flat; the level is expected(g). Its interval comes from the ensemble members' own flattening
+    Flat: the first generation g where expected(g + flat_window) - expected(g) <= flat_tolerance
+    (default: FLAT_FRACTION of the observed score range; so a tolerance of 0 means no gain at all);
+    the level is expected(g). Its interval comes from the ensemble members' own flattening
     generations (weighted 10% and 90% quantiles): model spread only, not calibrated like the target's.
     It needs a `LearningCurve` (a TypeError otherwise): when a curve flattens is a question of shape.
     """

@@ -394,7 +394,9 @@ class BudgetBurn:
     the end or forecast horizon if the current rate holds) and projected_share = projected_spend /
     budget; hours_until_exhausted = (budget - spent) / hourly_cost (0 when already spent, inf when
     nothing is running); sustainable_hourly_cost = (budget - spent) / hours_ahead, the rate that
-    spends exactly the rest of the budget by the horizon (None when hours_ahead is 0).
+    spends exactly the rest of the budget by the horizon (None when hours_ahead is 0);
+    exhausted_before_horizon = hours_until_exhausted <= hours_ahead (a budget already spent is
+    exhausted at any horizon, 0 included).
     """
 
     budget: float
@@ -431,7 +433,7 @@ def budget_burn(*, spent: float, hourly_cost: float, budget_threshold: float, ho
         projected_share=projected / budget_threshold,
         hours_until_exhausted=until_exhausted,
         sustainable_hourly_cost=max(left, 0.0) / hours_ahead if hours_ahead > 0 else None,
-        exhausted_before_horizon=projected > budget_threshold,
+        exhausted_before_horizon=until_exhausted <= hours_ahead,
     )
 
 

@@ -378,6 +378,7 @@ def test_batch_edge_cases() -> None:
         (lambda: detect_anomalies(["a", 1.0]), "values"),
         (lambda: detect_anomalies([1.0, 2.0], ts=[0.0]), "ts"),
         (lambda: detect_anomalies(pd.Series([1.0], index=pd.date_range("2026-01-01", periods=1))), "ts"),
+        (lambda: detect_anomalies([1.0, 2.0], ts=pd.DatetimeIndex(["2026-01-01", None], tz="UTC")), "ts: 1 missing"),
     ],
 )
 def test_batch_rejects_bad_input_naming_the_argument(call, name) -> None:

@@ -341,6 +341,10 @@ def test_budget_burn_over_budget_idle_and_no_horizon() -> None:
     idle = budget_burn(spent=10.0, hourly_cost=0.0, budget_threshold=100.0, hours_ahead=0.0)
     assert idle.hours_until_exhausted == math.inf
     assert idle.sustainable_hourly_cost is None
+    spent = budget_burn(spent=100.0, hourly_cost=5.0, budget_threshold=100.0, hours_ahead=0.0)
+    assert (spent.hours_until_exhausted, spent.exhausted_before_horizon) == (0.0, True)  # was 0 h left, "not exhausted"
+    exactly = budget_burn(spent=40.0, hourly_cost=5.0, budget_threshold=100.0, hours_ahead=12.0)
+    assert (exactly.hours_until_exhausted, exactly.exhausted_before_horizon) == (12.0, True)
 
 
 @pytest.mark.parametrize(
