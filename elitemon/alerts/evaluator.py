@@ -12,7 +12,10 @@ those events. After a restart, the actor reads them back, and alerts whose last 
 `alert_firing` fire on from their original start, so a restart neither loses a resolve nor repeats a
 `for` wait. Silences and acknowledgements are events too (`silence`, written at creation and at
 expiry, and `alert_acknowledged`), stored before the command that makes them returns, and read back
-the same way. The delivery log lives in the actor's memory and is lost with it.
+the same way. So is each notification handed to a receiver (`alert_notification`: the group and
+the alerts it was told fire, Alertmanager's notification log): after a restart a group sends only
+what changed, or its repeat once `repeat_interval` has passed, rather than everything again. The
+delivery log (attempts and outcomes) lives in the actor's memory and is lost with it.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import pandas as pd
 import ray
 
 from elitemon import aggregator
-from elitemon.alerts._model import Alert, Status
+from elitemon.alerts._model import Alert, Notification, Status
 from elitemon.alerts.routing import Matcher
 from elitemon.alerts.rules import RuleFile, load_rules, loads_rules
 from elitemon.alerts.service import AlertService, problems
@@ -48,6 +51,7 @@ DEFAULT_RULES_PATH = Path(__file__).with_name("default_rules.yaml")
 MAX_RULES_ZLIB_BYTES = 90_000
 FIRING, RESOLVED = "alert_firing", "alert_resolved"
 SILENCE, ACKNOWLEDGED = "silence", "alert_acknowledged"
+NOTIFIED = "alert_notification"
 #: How long a silence or acknowledgement command waits for its event to be stored.
 COMMAND_STORE_TIMEOUT_S = 10.0
 #: How long one evaluation waits for the aggregator's answers, all its queries together. An
@@ -134,6 +138,7 @@ class AlertEvaluator:
                 evaluation = self._service.evaluate(snapshot)
                 self._record(evaluation.changes)
                 sent = self._service.flush()
+                self._record_sent(sent)
                 self._stats["evaluations"] += 1
                 self._stats["notifications"] += len(sent)
                 self._stats["signal_errors"] = dict(snapshot.errors)
@@ -148,6 +153,7 @@ class AlertEvaluator:
         """Send the notifications that are due now; returns how many."""
         with self._lock:
             sent = self._service.flush()
+            self._record_sent(sent)
             self._stats["notifications"] += len(sent)
         return len(sent)
 
@@ -269,6 +275,28 @@ class AlertEvaluator:
         if changes:
             self._producer.write_rows("events", [_change_row(change) for change in changes])
 
+    def _record_sent(self, notifications: Sequence[Notification]) -> None:
+        """Each notification handed to its receiver, as Alertmanager's notification log keeps it: the
+        group and the alerts it was told fire, so a restart does not notify them again."""
+        now = time.time()  # the service's clock
+        rows = [
+            {
+                "ts": now,
+                "type": NOTIFIED,
+                "payload": json.dumps(
+                    {
+                        "receiver": n.receiver,
+                        "group_key": n.group_key,
+                        "firing": [a.fingerprint for a in n.alerts if a.status is Status.FIRING],
+                        "at": now,
+                    }
+                ),
+            }
+            for n in notifications
+        ]
+        if rows:
+            self._producer.write_rows("events", rows)
+
     def _store_command(self, kind: str, payload: dict, what: str) -> None:
         """Record a silence or acknowledgement (`what` it is, for the error), and wait until it is
         stored: a restart right after the command returns must not lose it. A ConnectionError if the
@@ -313,6 +341,16 @@ class AlertEvaluator:
         ]
         self._service.engine.restore(firing, now=time.time())
         self._service.router.ingest(firing)
+        notified: dict[str, dict] = {}  # the latest notification of each group
+
+        def keep_latest(record: dict) -> None:
+            group_key, at, fingerprints = record["group_key"], float(record["at"]), list(record["firing"])
+            if group_key not in notified or at >= notified[group_key]["at"]:
+                notified[group_key] = {"at": at, "firing": fingerprints}
+
+        self._replay(NOTIFIED, keep_latest)
+        for group_key, record in notified.items():
+            self._service.router.restore_notified(group_key, record["firing"], record["at"])
 
 
 def _silence_payload(silence: Silence) -> dict:

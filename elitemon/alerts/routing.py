@@ -388,6 +388,16 @@ class Router:
                 if group is not None:
                     group.alerts[alert.fingerprint] = alert
 
+    def restore_notified(self, group_key: str, firing: Iterable[str], at: float) -> None:
+        """Mark the group `group_key` as told at `at` that the alerts `firing` (fingerprints) fire,
+        as recorded before a restart (Alertmanager's notification log): its next flush then sends
+        only what changed since, or a repeat once `repeat_interval` has passed, not everything
+        again. Alerts no longer in the group are left out; a group that does not exist is no-op."""
+        group = self._groups.get(group_key)
+        if group is not None:
+            group.notified = set(firing) & set(group.alerts)
+            group.last_sent = at
+
     def flush_due(self) -> list[Notification]:
         """Evaluate every group that is due now and return the notifications to send, at most one
         per group, ordered by due time then group key."""

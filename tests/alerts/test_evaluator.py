@@ -243,3 +243,31 @@ def test_a_command_is_confirmed_by_its_own_event_alone(aggregator_handle, aggreg
         assert [json.loads(p)["id"] for p in stored["payload"]] == [silence_id]
     finally:
         evaluator.stop()
+
+
+def test_a_restarted_evaluator_does_not_notify_what_it_had_notified(aggregator_handle, aggregator_name: str) -> None:
+    """Each notification handed to a receiver is an `alert_notification` event; a restarted
+    evaluator reads them back and does not send a group the same firing alerts again."""
+    from elitemon.alerts.evaluator import AlertEvaluator
+
+    rules = RULES.replace("200ms", "1h") + "route: {receiver: ops, group_wait: 0s, repeat_interval: 4h}\n"
+    rules += "receivers: [{name: ops}]\n"
+
+    def evaluator() -> AlertEvaluator:
+        return AlertEvaluator(zlib.compress(rules.encode()), aggregator_name=aggregator_name)
+
+    first = evaluator()
+    try:
+        _write_loss(aggregator_name, 9.0)
+        # (Its loop also evaluates once, at start: the count is the actor's, whoever evaluated.)
+        wait_for(lambda: first.evaluate_now() and first.status()["notifications"] == 1, what="the notification")
+        assert first.flush_events()
+    finally:
+        first.stop()
+    second = evaluator()  # what a restart builds: its constructor reads the store back
+    try:
+        assert second.evaluate_now()["firing"] == 1
+        second.flush_now()
+        assert second.status()["notifications"] == 0, "the restart notified the same alert again"
+    finally:
+        second.stop()

@@ -270,6 +270,35 @@ def test_unchanged_groups_repeat_every_repeat_interval():
     assert sent == [30 + 4 * 3600, 30 + 8 * 3600]
 
 
+def test_a_group_restored_as_notified_sends_only_changes_or_its_repeat():
+    """After a restart (Alertmanager's notification log): what the receiver was told before is not
+    sent again at group_wait; a new alert is, and so is the repeat once repeat_interval has passed."""
+    clock = FakeClock()
+    before = make_router(clock)
+    n1, n2 = alert(node="n1"), alert(node="n2")
+    before.ingest([n1])
+    clock.now = T0 + 30
+    (told,) = before.flush_due()
+
+    clock.now = T0 + 600  # the restart
+    after = make_router(clock)
+    after.ingest([n1])
+    after.restore_notified(told.group_key, [n1.fingerprint, "gone-since"], at=T0 + 30)
+    after.restore_notified("no such group", [n1.fingerprint], at=T0 + 30)  # nothing to do
+    clock.now = T0 + 630
+    assert after.flush_due() == []
+    after.ingest([n2])
+    clock.now = after.next_due()
+    (changed,) = after.flush_due()
+    assert [a.labels["node"] for a in changed.alerts] == ["n1", "n2"]
+
+    again = make_router(clock)
+    again.ingest([n1])
+    again.restore_notified(told.group_key, [n1.fingerprint], at=T0 + 30)
+    clock.now = T0 + 30 + 4 * 3600
+    assert len(again.flush_due()) == 1  # the repeat, due from the recorded send
+
+
 def test_a_newer_ingest_replaces_the_stored_state():
     clock = FakeClock()
     router = make_router(clock)
