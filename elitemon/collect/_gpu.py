@@ -1,7 +1,9 @@
 """GPU metrics through NVML (the `nvidia-ml-py` package), as sample rows.
 
 `GpuSampler.open` returns the sampler, or None and the reason when there is no NVML library or no
-GPU, so a node without GPUs says so once and carries on with host metrics.
+GPU, so a node without GPUs says so once and carries on with host metrics. A GPU whose handle
+cannot be opened (lost, or fallen off the bus) is left out and named in the reason; the others are
+sampled. A GPU keeps its NVML index as its name (`<node>/gpu<index>`), whichever others are missing.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ Row = dict[str, Any]
 class GpuSampler:
     node: str
     _nvml: Any
-    _handles: list[Any]
+    _handles: dict[int, Any]  # NVML index -> handle
 
     @classmethod
     def open(cls, node: str) -> tuple[GpuSampler | None, str]:
@@ -30,12 +32,21 @@ class GpuSampler:
             return None, f"NVML unavailable ({type(error).__name__}: {error}); GPU metrics off"
         if count == 0:
             return None, "NVML found no GPU; GPU metrics off"
-        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
-        return cls(node, pynvml, handles), f"NVML: {count} GPU(s)"
+        handles, lost = {}, []
+        for index in range(count):
+            try:
+                handles[index] = pynvml.nvmlDeviceGetHandleByIndex(index)
+            except pynvml.NVMLError as error:
+                lost.append(f"GPU {index} ({type(error).__name__})")
+        if not handles:
+            return None, f"NVML could open none of {count} GPU(s): {', '.join(lost)}; GPU metrics off"
+        status = f"NVML: {len(handles)} GPU(s)" + (f"; left out: {', '.join(lost)}" if lost else "")
+        return cls(node, pynvml, handles), status
 
     def sample(self, now: float, agents_by_pid: Mapping[int, str] | None = None) -> list[Row]:
         nvml, rows = self._nvml, []
-        for index, handle in enumerate(self._handles):
+        gpu_memory_by_agent: dict[str, float] = {}
+        for index, handle in self._handles.items():
             source = f"{self.node}/gpu{index}"
             readings = {
                 "gpu_utilization_percent": lambda h=handle: nvml.nvmlDeviceGetUtilizationRates(h).gpu,
@@ -53,26 +64,23 @@ class GpuSampler:
                 rows.append(
                     {"ts": now, "kind": "gpu", "node": self.node, "source": source, "metric": metric, "value": value}
                 )
-            rows += self._process_rows(handle, now, agents_by_pid or {})
+            self._add_process_memory(handle, agents_by_pid or {}, gpu_memory_by_agent)
+        # One row per agent, over all its GPUs: one row per GPU would give the series several values
+        # at one time (the latest would be one GPU's, a mean half the total).
+        rows += [
+            {"ts": now, "kind": "agent", "node": self.node, "source": agent, "metric": "process_gpu_memory_bytes",
+             "value": used}
+            for agent, used in gpu_memory_by_agent.items()
+        ]  # fmt: skip
         return rows
 
-    def _process_rows(self, handle: Any, now: float, agents_by_pid: Mapping[int, str]) -> list[Row]:
+    def _add_process_memory(self, handle: Any, agents_by_pid: Mapping[int, str], totals: dict[str, float]) -> None:
+        """Add the GPU memory each mapped trainer process holds on this GPU to its agent's total."""
         try:
             processes = self._nvml.nvmlDeviceGetComputeRunningProcesses(handle)
         except self._nvml.NVMLError:
-            return []
-        rows = []
+            return
         for process in processes:
             agent = agents_by_pid.get(process.pid)
             if agent is not None and process.usedGpuMemory is not None:
-                rows.append(
-                    {
-                        "ts": now,
-                        "kind": "agent",
-                        "node": self.node,
-                        "source": agent,
-                        "metric": "process_gpu_memory_bytes",
-                        "value": float(process.usedGpuMemory),
-                    }
-                )
-        return rows
+                totals[agent] = totals.get(agent, 0.0) + float(process.usedGpuMemory)

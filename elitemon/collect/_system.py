@@ -2,12 +2,17 @@
 RSS and CPU share of the trainer processes mapped to agents.
 
 Counters (disk and network bytes) become rates between two consecutive calls, so the first call
-reports levels only. Pure apart from psutil itself: the clock is passed in, nothing global is kept.
+reports levels only. The rates divide by the time between the calls on a monotonic clock (a wall
+clock that steps, as NTP makes it, would inflate or shrink them). Network rates are summed over the
+interfaces present at both calls, each never below 0: a container's virtual interface that goes
+away (or one whose counters reset) would otherwise take the whole node's rate to 0 for that
+interval. Pure apart from psutil itself: the clocks are passed in, nothing global is kept.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,8 +30,9 @@ class SystemSampler:
 
     node: str
     source: str
-    clock: Callable[[], float]
-    _last: tuple[float, Any, Any] | None = None
+    clock: Callable[[], float]  # the rows' timestamps (epoch seconds)
+    elapsed_clock: Callable[[], float] = time.monotonic  # what the rates divide by
+    _last: tuple[float, Any, Mapping[str, Any]] | None = None
     _processes: dict[int, psutil.Process] = field(default_factory=dict)
 
     def sample(self, agents_by_pid: Mapping[int, str] | None = None) -> list[Row]:
@@ -43,23 +49,24 @@ class SystemSampler:
             self._row("memory_percent", memory.percent, now),
             self._row("swap_used_bytes", swap.used, now),
         ]
-        rows += self._rates(now)
+        rows += self._rates(now, self.elapsed_clock())
         rows += self._processes_rows(agents_by_pid or {}, now)
         return rows
 
-    def _rates(self, now: float) -> list[Row]:
-        disk, net = psutil.disk_io_counters(), psutil.net_io_counters()
-        previous, self._last = self._last, (now, disk, net)
-        if previous is None or now <= previous[0]:
+    def _rates(self, now: float, tick: float) -> list[Row]:
+        disk, nics = psutil.disk_io_counters(), psutil.net_io_counters(pernic=True) or {}
+        previous, self._last = self._last, (tick, disk, nics)
+        if previous is None or tick <= previous[0]:
             return []
-        elapsed, (_, old_disk, old_net) = now - previous[0], previous
+        elapsed, (_, old_disk, old_nics) = tick - previous[0], previous
         rates = []
         if disk is not None and old_disk is not None:
-            rates.append(("disk_read_bytes_per_s", disk.read_bytes - old_disk.read_bytes))
-            rates.append(("disk_write_bytes_per_s", disk.write_bytes - old_disk.write_bytes))
-        rates.append(("net_sent_bytes_per_s", net.bytes_sent - old_net.bytes_sent))
-        rates.append(("net_recv_bytes_per_s", net.bytes_recv - old_net.bytes_recv))
-        return [self._row(name, max(0, delta) / elapsed, now) for name, delta in rates]
+            rates.append(("disk_read_bytes_per_s", max(0, disk.read_bytes - old_disk.read_bytes)))
+            rates.append(("disk_write_bytes_per_s", max(0, disk.write_bytes - old_disk.write_bytes)))
+        both = [name for name in nics if name in old_nics]
+        rates.append(("net_sent_bytes_per_s", sum(max(0, nics[n].bytes_sent - old_nics[n].bytes_sent) for n in both)))
+        rates.append(("net_recv_bytes_per_s", sum(max(0, nics[n].bytes_recv - old_nics[n].bytes_recv) for n in both)))
+        return [self._row(name, delta / elapsed, now) for name, delta in rates]
 
     def _processes_rows(self, agents_by_pid: Mapping[int, str], now: float) -> list[Row]:
         """RSS and CPU % of each mapped trainer process (the first CPU reading of a new process is

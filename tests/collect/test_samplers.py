@@ -33,6 +33,30 @@ def test_first_sample_has_levels_and_the_second_adds_rates():
     assert 0 < first["memory_available_bytes"]
 
 
+def test_network_rates_survive_an_interface_going_away_and_a_wall_clock_step(monkeypatch):
+    """A container's virtual interface that disappears took the summed counter down, so the whole
+    node's rate read 0; rates were divided by wall-clock time, so an NTP step inflated them. (The
+    interfaces are stood in: removing one needs root.)"""
+    from collections import namedtuple
+
+    from elitemon.collect import _system
+
+    nic = namedtuple("nic", "bytes_sent bytes_recv")
+    readings = iter(
+        [
+            {"eth0": nic(0, 0), "veth1": nic(50 * 10**9, 50 * 10**9)},
+            {"eth0": nic(100 * 10**6, 20 * 10**6), "veth2": nic(5, 5)},  # veth1 gone, veth2 new
+        ]
+    )
+    monkeypatch.setattr(_system.psutil, "net_io_counters", lambda pernic=False: next(readings))
+    wall = iter([1_800_000_000.0, 1_800_000_000.0 - 3600])  # stepped back an hour
+    ticks = iter([500.0, 510.0])  # 10 s apart, monotonic
+    sampler = SystemSampler("10.0.0.1", "node-a", lambda: next(wall), elapsed_clock=lambda: next(ticks))
+    sampler.sample()
+    second = metrics(sampler.sample())
+    assert second["net_sent_bytes_per_s"] == 10 * 10**6 and second["net_recv_bytes_per_s"] == 2 * 10**6
+
+
 def test_rows_are_valid_samples_labelled_with_node_and_source():
     rows = SystemSampler("10.0.0.1", "node-a", SteppingClock()).sample()
     checked = validate(TableName.SAMPLES, batch_from_rows("samples", rows), now_us=2_000_000_000 * 10**6)
@@ -57,3 +81,72 @@ def test_without_nvml_the_gpu_sampler_says_why_once():
     else:
         rows = sampler.sample(1_800_000_000.0)
         assert {r["metric"] for r in rows} >= {"gpu_utilization_percent", "gpu_memory_total_bytes"}
+
+
+class _FakeNvml:
+    """NVML as the sampler calls it, for what no GPU here can show: a lost GPU, a process on two.
+    `lost` are the indices whose handle cannot be opened; `processes` maps a GPU index to
+    (pid, bytes) pairs."""
+
+    NVML_TEMPERATURE_GPU = 0
+    NVML_CLOCK_SM = 1
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, count: int, lost: set[int], processes: dict[int, list[tuple[int, int]]]) -> None:
+        self.count, self.lost, self.processes = count, lost, processes
+
+    def nvmlInit(self) -> None:
+        pass
+
+    def nvmlDeviceGetCount(self) -> int:
+        return self.count
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        if index in self.lost:
+            raise self.NVMLError("GPU is lost")
+        return index
+
+    def nvmlDeviceGetUtilizationRates(self, handle: int):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(gpu=50)
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int, *kind: int):
+        raise self.NVMLError("not supported")  # a reading a board lacks is skipped
+
+    nvmlDeviceGetTemperature = nvmlDeviceGetPowerUsage = nvmlDeviceGetClockInfo = nvmlDeviceGetMemoryInfo
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: int):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in self.processes.get(handle, [])]
+
+
+def test_a_gpu_that_cannot_be_opened_is_left_out_and_the_others_sampled(monkeypatch):
+    """It raised out of `open`, and the node monitor, host metrics and heartbeat with it, never started."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml(count=3, lost={1}, processes={}))
+    sampler, status = GpuSampler.open("10.0.0.1")
+    assert sampler is not None and status == "NVML: 2 GPU(s); left out: GPU 1 (NVMLError)"
+    rows = sampler.sample(1_800_000_000.0)
+    assert [(r["source"], r["metric"]) for r in rows] == [
+        ("10.0.0.1/gpu0", "gpu_utilization_percent"),
+        ("10.0.0.1/gpu2", "gpu_utilization_percent"),
+    ]
+    monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml(count=1, lost={0}, processes={}))
+    assert GpuSampler.open("10.0.0.1") == (None, "NVML could open none of 1 GPU(s): GPU 0 (NVMLError); GPU metrics off")
+
+
+def test_an_agent_on_two_gpus_reports_its_memory_on_both_as_one_value(monkeypatch):
+    import sys
+
+    on_both = _FakeNvml(count=2, lost=set(), processes={0: [(4242, 2**30)], 1: [(4242, 2 * 2**30), (7, 5)]})
+    monkeypatch.setitem(sys.modules, "pynvml", on_both)
+    sampler, _ = GpuSampler.open("10.0.0.1")
+    rows = [r for r in sampler.sample(1_800_000_000.0, {4242: "trial_1"}) if r["kind"] == "agent"]
+    assert [(r["source"], r["metric"], r["value"]) for r in rows] == [
+        ("trial_1", "process_gpu_memory_bytes", 3.0 * 2**30)
+    ]
