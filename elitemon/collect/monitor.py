@@ -91,21 +91,23 @@ class NodeMonitor:
         monitor at once). `token` numbers this run for the controller's check-in replies."""
         context = ray.get_runtime_context()
         self._run_token, self._superseded, self._last_checkin = token, False, float("-inf")
-        next_sample = time.time()
+        # Scheduled on the monotonic clock: a wall clock stepped back (NTP) would stop sampling and
+        # check-ins until it caught up again. The rows are stamped with the wall clock.
+        next_sample = time.monotonic()
         while not (context.is_canceled() or self._superseded):
-            if time.time() >= next_sample:
-                next_sample = time.time() + self._interval_s
+            if time.monotonic() >= next_sample:
+                next_sample = time.monotonic() + self._interval_s
                 # Neither a failed reading nor a failed check-in ends monitoring, and one does not
                 # skip the other: a monitor whose readings fail still hears that it should stop.
                 try:
-                    self._sample_once(next_sample - self._interval_s)
+                    self._sample_once(time.time())
                 except Exception:
                     log.exception("node monitor on %s: sampling failed", self._node_ip)
                 try:
                     self._check_in()
                 except Exception:
                     log.exception("node monitor on %s: check-in failed", self._node_ip)
-            time.sleep(max(0.0, min(CANCEL_POLL_S, next_sample - time.time())))
+            time.sleep(max(0.0, min(CANCEL_POLL_S, next_sample - time.monotonic())))
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every row sampled so far is stored."""
@@ -116,10 +118,15 @@ class NodeMonitor:
         self._producer.close(timeout=10)
 
     def _sample_once(self, now: float) -> None:
-        agents = self._agents
-        rows = self._system.sample(agents)
-        if self._gpu is not None:
-            rows += self._gpu.sample(now, agents)
+        """One round of rows. A sampler that fails loses its own rows only: the heartbeat is always
+        written, since `node_heartbeat_missing` and the controller's node_down read it, and a live
+        node whose disk or GPU readings fail must not look dead."""
+        agents, rows = self._agents, []
+        for name, sample in (("host", lambda: self._system.sample(agents)), ("GPU", lambda: self._gpu_rows(now))):
+            try:
+                rows += sample()
+            except Exception:
+                log.exception("node monitor on %s: %s readings failed", self._node_ip, name)
         rows.append(
             {
                 "ts": now,
@@ -132,6 +139,9 @@ class NodeMonitor:
         )
         self._producer.append_rows("samples", rows)  # converted and checked once per batch
         self._last_sample = now
+
+    def _gpu_rows(self, now: float) -> list[dict]:
+        return self._gpu.sample(now, self._agents) if self._gpu is not None else []
 
     def _check_in(self) -> None:
         """Take the reply of the last check-in if it has come (the node's trainer processes, and
