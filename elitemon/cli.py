@@ -314,6 +314,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
+    if args.ray and args.address:  # refused before anything is stopped
+        raise ValueError("--ray stops the local Ray only; stop a remote cluster with `ray down`")
     ensure_ray(args.address or "auto")
     try:
         ray.kill(aggregator.get_aggregator(), no_restart=True)
@@ -323,8 +325,6 @@ def _stop(args: argparse.Namespace) -> int:
             raise
         print(f"elitemon: {error}", file=sys.stderr)
     if args.ray:
-        if args.address:
-            raise ValueError("--ray stops the local Ray only; stop a remote cluster with `ray down`")
         ray.shutdown()
         subprocess.run([*_RAY_CLI, "stop"], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         print("local Ray stopped")

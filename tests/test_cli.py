@@ -181,6 +181,14 @@ def test_a_data_dir_that_cannot_be_made_is_refused_before_a_cluster_is_started(m
         cli._connect_or_start_ray(None, None, blocker / "data")
 
 
+def test_stop_ray_with_an_address_is_refused_before_anything_is_stopped(monkeypatch, capsys) -> None:
+    """It connected and killed the cluster's aggregator first, then refused."""
+    monkeypatch.setattr(cli, "ensure_ray", _no_cluster)  # reached only by a stop that goes ahead
+    assert main(["stop", "--ray", "--address", "10.0.0.5:6379"]) == 2
+    err = capsys.readouterr().err
+    assert "--ray stops the local Ray only" in err and "no Ray cluster" not in err
+
+
 def _no_cluster(address: str | None) -> None:
     raise ConnectionError(f"no Ray cluster at {address!r}")
 
