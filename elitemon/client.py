@@ -159,6 +159,8 @@ class Client:
 
     def events(self, *, limit: int | None = None, as_pandas: bool = False, **filters: Any) -> Any:
         """Events (filter by `type`, `agent`, `node`, …), oldest first; `limit` keeps the newest."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise ValueError(f"limit: expected a whole number >= 0 or None, got {limit!r}")
         return _result(self._handle.rows.remote(select("events", **filters), limit), as_pandas)
 
     def configs(self, *, as_pandas: bool = False, **filters: Any) -> Any:

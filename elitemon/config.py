@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +75,24 @@ class StoreConfig:
     def __post_init__(self) -> None:
         # Absolute here, in the process that names it: an actor opening the store runs elsewhere.
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().absolute())
-        object.__setattr__(self, "fsync", FsyncPolicy(self.fsync))
+        try:
+            object.__setattr__(self, "fsync", FsyncPolicy(self.fsync))
+        except ValueError:
+            choices = [policy.value for policy in FsyncPolicy]
+            raise ValueError(f"fsync must be one of {choices}, but got {self.fsync!r}.") from None
+        whole, seconds = (numbers.Integral, "a whole number"), (numbers.Real, "a number of seconds")
+        for name, (kind, what), optional in (
+            ("memory_budget_bytes", whole, False),
+            ("seal_bytes", whole, True),
+            ("max_producers", whole, False),
+            ("seal_age_s", seconds, False),
+            ("fsync_interval_s", seconds, False),
+            ("retention_s", seconds, True),
+            ("max_future_s", seconds, False),
+        ):
+            value = getattr(self, name)
+            if not (value is None and optional) and (isinstance(value, bool) or not isinstance(value, kind)):
+                raise ValueError(f"{name} must be {what}, but got {value!r}.")
         if self.memory_budget_bytes < MIN_MEMORY_BUDGET_BYTES:
             raise ValueError(f"memory_budget_bytes must be at least 16 MiB, but got {self.memory_budget_bytes=}.")
         if not 0 < self.seal_threshold_bytes <= self.memory_budget_bytes // 2:

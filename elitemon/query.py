@@ -177,7 +177,8 @@ def _generation_bounds(generation: Any) -> tuple[int | None, int | None]:
 
 
 def _is_generation(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+    """A whole number that fits the stored int64 generations."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and -(2**63) <= value < 2**63
 
 
 def _bound_us(name: str, value: Any) -> int:

@@ -86,3 +86,12 @@ def test_the_cli_says_so_instead_of_waiting_on_ray() -> None:
     )
     assert done.returncode == 2, done.stderr
     assert f"elitemon: no Ray cluster at '{address}': nothing answers" in done.stderr
+
+
+@pytest.mark.parametrize("limit", [-1, 2.5, True])
+def test_a_bad_events_limit_is_refused_before_asking(limit) -> None:
+    """A negative limit silently returned no events."""
+    from elitemon.client import Client
+
+    with pytest.raises(ValueError, match="limit: expected a whole number >= 0"):
+        Client(handle=None).events(limit=limit)  # refused here: the handle is never used

@@ -385,6 +385,7 @@ def test_latest_of_a_filtered_scan(store, expected):
         ({"generation": (1, 2, 3)}, "generation"),
         ({"generation": ("a", None)}, "generation"),
         ({"generation": True}, "generation"),
+        ({"generation": (0, 2**64)}, "generation"),  # past int64: was an OverflowError from Arrow
     ],
 )
 def test_select_errors_name_the_field(options, field):

@@ -522,8 +522,17 @@ def test_config_bounds_are_checked(tmp_path):
         for value in (math.inf, math.nan):
             with pytest.raises(ValueError, match=f"{name} must be a finite number"):
                 make_config(tmp_path, **{name: value})
-    with pytest.raises(ValueError):
+    with pytest.raises(
+        ValueError, match=r"fsync must be one of \['always', 'interval', 'never'\], but got 'sometimes'"
+    ):
         make_config(tmp_path, fsync="sometimes")
+    for name, value in (("memory_budget_bytes", math.inf), ("memory_budget_bytes", None), ("seal_bytes", 1.5)):
+        with pytest.raises(
+            ValueError, match=f"{name} must be a whole number"
+        ):  # was blamed on seal_bytes, or a TypeError
+            make_config(tmp_path, **{name: value})
+    with pytest.raises(ValueError, match="seal_age_s must be a number of seconds"):
+        make_config(tmp_path, seal_age_s=None)
 
 
 # ------------------------------------------------------------------------------------ maintenance
