@@ -12,7 +12,7 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from elitemon.aggregator import get_aggregator
+from elitemon.aggregator import AggregatorNotFound, get_aggregator
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
@@ -20,7 +20,10 @@ class ElitemonAPI:
     async def __call__(self, request: Request) -> JSONResponse:
         if request.url.path.rstrip("/") != "/healthz":
             return JSONResponse({"error": f"unknown path {request.url.path}; only /healthz exists yet"}, 404)
-        health = await get_aggregator().health.remote()
+        try:
+            health = await get_aggregator().health.remote()
+        except AggregatorNotFound as error:  # not started yet, or stopped: the service is unavailable
+            return JSONResponse({"error": str(error)}, 503)
         return JSONResponse(dataclasses.asdict(health))
 
 

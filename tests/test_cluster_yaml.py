@@ -32,3 +32,19 @@ def test_the_validation_is_not_vacuous() -> None:
         assert "max_workers" in str(error) or "many" in str(error)
     else:
         raise AssertionError("an invalid max_workers passed validation")
+
+
+def test_setup_installs_elitemon_with_a_python_it_supports() -> None:
+    """Ubuntu 22.04's python3 is 3.10: `pip install` of elitemon (requires-python >= 3.11) was refused
+    on every node."""
+    import re
+    import tomllib
+
+    from packaging.specifiers import SpecifierSet
+
+    requires = tomllib.loads((CLUSTER_YAML.parent / "pyproject.toml").read_text())["project"]["requires-python"]
+    commands = yaml.safe_load(CLUSTER_YAML.read_text())["setup_commands"]
+    (venv_python,) = re.findall(r"python(3\.\d+) -m venv ~/elitemon-venv", " ".join(commands))
+    assert SpecifierSet(requires).contains(venv_python)
+    installs = [c for c in commands if "pip install -e" in c]
+    assert installs and all(c.startswith("~/elitemon-venv/bin/python -m pip") for c in installs)

@@ -36,3 +36,17 @@ def test_unknown_paths_get_an_error_naming_healthz() -> None:
     assert answer.status_code == 404
     error = json.loads(answer.body)["error"]
     assert "/metrics" in error and "/healthz" in error
+
+
+def test_healthz_without_an_aggregator_is_a_503_saying_so(monkeypatch) -> None:
+    """It was an unhandled exception: a 500 with no body a health check could read."""
+    from elitemon.aggregator import AggregatorNotFound
+
+    def no_aggregator():
+        raise AggregatorNotFound("no elitemon aggregator named 'aggregator' is running")  # what the lookup raises
+
+    monkeypatch.setattr(serve_app, "get_aggregator", no_aggregator)
+    api = serve_app.ElitemonAPI.func_or_class()
+    answer = asyncio.run(api(SimpleNamespace(url=SimpleNamespace(path="/healthz"))))
+    assert answer.status_code == 503
+    assert "no elitemon aggregator" in json.loads(answer.body)["error"]

@@ -24,7 +24,7 @@ every `report_interval_s` (default 1 s) it writes, through its own Producer, `be
 A `HolomorphicProcessingMonitor` runs a `RobustDetector` (analytics.anomaly) over the worker's own
 throughput points and writes an `anomaly` event for every flagged one (payload: worker, metric,
 value, expected, band [lower, upper], score, severity). The detector lives as long as the actor, so
-it watches across runs; it scores from the `anomaly_min_history`-th point on.
+it watches across runs; it scores each point after the first `anomaly_min_history`.
 
 Bad arguments never crash the actor: `WorkerConfig` and `start_workers` check theirs in the caller's
 process (ValueError naming the value) before any actor exists; `run` and `copy_bandwidth` check theirs
@@ -428,9 +428,10 @@ def start_workers(
     With GPUs (`use_gpu` True, or "auto" and the cluster has any): one worker per GPU of every alive
     node, in node order, `num_gpus=1` each and pinned to its node; `count` takes the first `count`
     of those slots. Without: `count` CPU workers spread over the nodes (Ray's SPREAD), or with
-    `count` None one per alive node, pinned. Each reserves `num_cpus` (fractions allowed). Worker ids
-    are `{prefix}-gpu{i}` / `{prefix}-cpu{i}`, stable from run to run, so the alert signal's latest
-    value per worker is the newest run's. `nodes` defaults to `ray.nodes()`.
+    `count` None one per alive node that has `num_cpus` CPUs, pinned. Each reserves `num_cpus`
+    (fractions allowed). Worker ids are `{prefix}-gpu{i}` / `{prefix}-cpu{i}`, stable from run to
+    run, so the alert signal's latest value per worker is the newest run's. `nodes` defaults to
+    `ray.nodes()`.
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -455,8 +456,10 @@ def start_workers(
     worker_config = replace(config, backend=Backend.GPU if gpu else Backend.CPU)
     if gpu:
         placements: list[str | None] = list(slots[:count])
-    elif count is None:
-        placements = [node["NodeID"] for node in alive]
+    elif count is None:  # one a node, on the nodes that can hold one (a head started with 0 CPUs cannot)
+        placements = [node["NodeID"] for node in alive if node.get("Resources", {}).get("CPU", 0) >= num_cpus]
+        if not placements:
+            raise ValueError(f"no alive node of the cluster has {num_cpus} CPU(s) for a worker.")
     else:
         placements = [None] * count
     handles = []

@@ -138,6 +138,8 @@ def test_start_workers_checks_its_arguments_before_starting_anything() -> None:
         ({"num_cpus": -1}, "num_cpus"),
         ({"use_gpu": True, "nodes": cpu_only}, "no alive node"),
         ({"count": 2, "use_gpu": True, "nodes": one_gpu}, "count=2"),
+        # A head started with --num-cpus=0 cannot hold a worker: it was pinned there, and never placed.
+        ({"use_gpu": False, "nodes": [{"Alive": True, "NodeID": "n0", "Resources": {}}]}, "has 1.0 CPU"),
     ):
         with pytest.raises(ValueError, match=message):
             start_workers(**arguments)
