@@ -6,8 +6,11 @@ when `max_batch_rows` are buffered or `max_delay_s` has passed, numbers it `(pro
 sends it without waiting. A batch is kept until the aggregator acknowledges it; a failed send
 (aggregator restarting, node lost) is retried with backoff, and the aggregator drops any copy it had
 already applied. Unacknowledged batches are bounded by `max_unacked_bytes` in memory; past that the
-newest unsent ones are spilled to Arrow IPC files under `spill_dir` and read back when their turn
-comes. If even the spill fails, `write_*` raises: data is refused loudly, never dropped silently.
+newest unsent ones are spilled to Arrow IPC files under `spill_dir`, up to `max_spill_bytes`, and
+read back when their turn comes. If the spill fails or its budget is spent, new rows are refused:
+`write_*` raises (`when_full="raise"`, the default), or, for writers that must not stop what they
+watch (the Tune callback, `elitemon.report`, node monitors: `when_full="drop"`), the rows are
+dropped, counted in `stats().rows_dropped` and logged. Never silently.
 
 The transport is a `Sink`: anything whose `submit` returns a `concurrent.futures.Future` of an Ack.
 `RaySink` sends to the aggregator actor; `StoreSink` writes to an in-process Store.
@@ -34,7 +37,7 @@ import ray
 import ray.exceptions
 
 from elitemon import aggregator
-from elitemon.config import MiB
+from elitemon.config import GiB, MiB
 from elitemon.schema import (
     SCHEMAS,
     SchemaError,
@@ -132,6 +135,7 @@ class ProducerStats:
     rows_written: int
     rows_acked: int
     rows_rejected: int
+    rows_dropped: int  # refused while full, with when_full="drop"
     rejects: dict[str, int]
     batches_sent: int
     batches_acked: int
@@ -166,6 +170,8 @@ class Producer:
         max_in_flight: int = 4,
         max_unacked_bytes: int = 64 * MiB,
         spill_dir: str | Path | None = None,
+        max_spill_bytes: int = 1 * GiB,
+        when_full: str = "raise",
         max_backoff_s: float = 5.0,
         clock=time.monotonic,
     ) -> None:
@@ -179,6 +185,10 @@ class Producer:
             raise ValueError(f"max_in_flight must be at least 1, but got {max_in_flight=}.")
         if max_unacked_bytes < 1:
             raise ValueError(f"max_unacked_bytes must be positive, but got {max_unacked_bytes=}.")
+        if max_spill_bytes < 0:
+            raise ValueError(f"max_spill_bytes must not be negative, but got {max_spill_bytes=}.")
+        if when_full not in ("raise", "drop"):
+            raise ValueError(f"when_full must be 'raise' or 'drop', but got {when_full=}.")
         # Sequence numbers restart at 0 with every producer, so its id must be new every time: a
         # restarted writer reusing an old id would have its batches dropped as duplicates.
         self.producer_id = f"{name}-{uuid.uuid4().hex[:12]}" if name else uuid.uuid4().hex
@@ -190,6 +200,9 @@ class Producer:
         self._max_unacked_bytes = max_unacked_bytes
         self._max_backoff_s = max_backoff_s
         self._spill_dir = Path(spill_dir) if spill_dir else None  # default: a private temp dir
+        self._max_spill_bytes = max_spill_bytes
+        self._drop_when_full = when_full == "drop"
+        self._spill_bytes = 0  # of the batches spilled and not yet acknowledged (their files exist)
         self._clock = clock
         self._lock = threading.Condition()
         self._buffers: dict[TableName, list[pa.RecordBatch]] = {t: [] for t in TableName}
@@ -233,6 +246,8 @@ class Producer:
         stamp = time.time()
         with self._lock:
             self._raise_if_closed()
+            if self._refused_as_full(len(rows)):
+                return
             self._raw[table].extend(row if "ts" in row else {**row, "ts": stamp} for row in rows)
             self._start_deadline(table)
             if len(self._raw[table]) >= self._max_batch_rows:
@@ -253,6 +268,8 @@ class Producer:
     def _accept(self, table: TableName, written: int, good: pa.RecordBatch, reasons: Mapping[str, int]) -> int:
         with self._lock:
             self._raise_if_closed()
+            if self._refused_as_full(written):
+                return 0
             self._counts["rows_written"] += written
             self._count_rejects(reasons)
             if good.num_rows:
@@ -269,7 +286,6 @@ class Producer:
     def _raise_if_closed(self) -> None:
         if self._closed:
             raise ProducerClosed(f"producer {self.producer_id} is closed")
-        self._raise_if_spill_failed()
 
     def _add_to_buffer(self, table: TableName, good: pa.RecordBatch) -> None:
         self._buffers[table].append(good)
@@ -351,6 +367,7 @@ class Producer:
                 rows_written=self._counts["rows_written"],
                 rows_acked=self._counts["rows_acked"],
                 rows_rejected=self._counts["rows_rejected"],
+                rows_dropped=self._counts["rows_dropped"],
                 rejects=dict(self._rejects),
                 batches_sent=self._counts["batches_sent"],
                 batches_acked=self._counts["batches_acked"],
@@ -396,6 +413,10 @@ class Producer:
                 return
             if outgoing.batch is None:
                 continue
+            if self._spill_bytes + outgoing.nbytes > self._max_spill_bytes:
+                self._last_spill_error = f"the spill budget, max_spill_bytes={self._max_spill_bytes}, is spent"
+                self._counts["spill_failures"] += 1
+                return
             try:
                 if self._spill_dir is None:  # private (0700) and removed on close
                     self._spill_dir = Path(tempfile.mkdtemp(prefix=_PRIVATE_SPILL_PREFIX))
@@ -406,15 +427,25 @@ class Producer:
                 return
             outgoing.batch = None
             self._memory_bytes -= outgoing.nbytes
+            self._spill_bytes += outgoing.nbytes
             self._counts["spilled"] += 1
 
-    def _raise_if_spill_failed(self) -> None:
-        if self._counts["spill_failures"] and self._memory_bytes > self._max_unacked_bytes:
-            raise OSError(
-                f"producer {self.producer_id}: {self._memory_bytes} unacknowledged bytes exceed "
-                f"max_unacked_bytes and spilling to {self._spill_dir} failed ({self._last_spill_error}); "
-                "refusing new rows rather than dropping any"
-            )
+    def _refused_as_full(self, rows: int) -> bool:
+        """Whether `rows` new rows are refused because memory is past its bound and the spill failed
+        or is spent: raises OSError, or with `when_full="drop"` counts them and returns True."""
+        if not (self._counts["spill_failures"] and self._memory_bytes > self._max_unacked_bytes):
+            return False
+        reason = (
+            f"producer {self.producer_id}: {self._memory_bytes} unacknowledged bytes exceed "
+            f"max_unacked_bytes and spilling to {self._spill_dir} failed ({self._last_spill_error})"
+        )
+        if not self._drop_when_full:
+            raise OSError(f"{reason}; refusing new rows rather than dropping any")
+        self._counts["rows_dropped"] += rows
+        if self._counts["drops"] % 1000 == 0:  # the first, then every thousandth: a long outage is one line a while
+            log.warning("%s; dropping new rows (%d so far)", reason, self._counts["rows_dropped"])
+        self._counts["drops"] += 1
+        return True
 
     def _run(self) -> None:
         """The sender loop. Submitting happens outside the lock: a Ray submit serialises megabytes
@@ -499,6 +530,7 @@ class Producer:
             self._memory_bytes -= outgoing.nbytes
         if outgoing.spill_path is not None:
             outgoing.spill_path.unlink(missing_ok=True)
+            self._spill_bytes -= outgoing.nbytes
 
     def _take_ready(self) -> list[_Outgoing]:
         """Move the batches that may be sent now from the queue to `_sending`, read back from

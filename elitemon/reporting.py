@@ -177,7 +177,7 @@ def default_reporter() -> Reporter:
     global _default
     with _default_lock:
         if _default is None:
-            _default = Reporter(Producer(RaySink(), name="report"))
+            _default = Reporter(Producer(RaySink(), name="report", when_full="drop"))
         return _default
 
 

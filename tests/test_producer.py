@@ -467,6 +467,42 @@ def test_a_failing_spill_refuses_writes_loudly_and_drops_nothing(store: Store, m
     assert _generations(store) == list(range(accepted + 10))
 
 
+def test_the_spill_has_a_budget_past_which_writes_are_refused(store: Store, make_producer, tmp_path: Path) -> None:
+    """While the aggregator is away the spill grew without bound (a monitor on a node for hours)."""
+    batch_bytes = batch_from_rows("samples", _rows(10)).nbytes
+    sink = SwitchableSink(store)
+    producer = make_producer(
+        sink, max_batch_rows=10, max_unacked_bytes=1, spill_dir=tmp_path / "spill", max_spill_bytes=3 * batch_bytes
+    )
+    accepted = 0
+    with pytest.raises(OSError, match="the spill budget, max_spill_bytes=") as refused:
+        for first in range(0, 500, 10):
+            accepted += producer.write_rows("samples", _rows(10, first=first))
+    assert "refusing new rows rather than dropping any" in str(refused.value)
+    assert sum(f.stat().st_size for f in _spill_files(tmp_path / "spill")) > 0
+    assert producer.stats().spilled <= 3
+
+    sink.up.set()
+    assert producer.flush(timeout=10)
+    assert _generations(store) == list(range(accepted)), "rows accepted before the refusal must all land"
+    assert _spill_files(tmp_path / "spill") == []
+    assert producer.write_rows("samples", _rows(10, first=accepted)) == 10  # the budget is free again
+
+
+def test_a_full_producer_that_drops_counts_what_it_drops(store: Store, make_producer, tmp_path: Path) -> None:
+    """For writers that must not stop what they watch (a Tune run, a training loop, a node monitor):
+    past both budgets, rows are dropped and counted, not raised."""
+    sink = SwitchableSink(store)
+    producer = make_producer(sink, max_batch_rows=10, max_unacked_bytes=1, max_spill_bytes=0, when_full="drop")
+    accepted = sum(producer.write_rows("samples", _rows(10, first=first)) for first in range(0, 200, 10))
+    producer.append_rows("samples", _rows(5, first=1000))
+    stats = producer.stats()
+    assert 0 < accepted < 200 and stats.rows_dropped == 200 - accepted + 5
+    sink.up.set()
+    assert producer.flush(timeout=10)
+    assert _generations(store) == list(range(accepted)), "rows taken before the budgets were spent all land"
+
+
 # ----------------------------------------------------------------------------- life cycle
 
 
@@ -492,6 +528,8 @@ def test_writes_after_close_raise(store: Store, make_producer) -> None:
         ("max_delay_s", -1.0),
         ("max_in_flight", 0),
         ("max_unacked_bytes", 0),
+        ("max_spill_bytes", -1),
+        ("when_full", "block"),
     ],
 )
 def test_constructor_rejects_bad_arguments(store: Store, argument: str, value, tmp_path: Path) -> None:

@@ -73,6 +73,7 @@ class NodeMonitor:
             RaySink(name=aggregator_name),
             name=f"monitor-{node_id[:12]}",
             max_delay_s=max(interval_s, send_interval_s),
+            when_full="drop",  # an aggregator away for long costs samples (counted), not the monitor
         )
         self._system = SystemSampler(node_ip, node_id, time.time)
         self._gpu, gpu_status = GpuSampler.open(node_ip)

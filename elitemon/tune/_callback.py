@@ -65,8 +65,11 @@ class MonitorCallback(Callback):
             self._started_monitoring, _ = ray.get(self._aggregator.start_monitoring.remote(settings))
         # A send per table every 2 s at most: each Ray call costs about 2 ms of the driver's CPU and
         # 1.5 ms of the aggregator's here, which on a busy node is the trainers' (measured for
-        # benchmarks/overhead.py); 2 s is inside any dashboard refresh.
-        self._reporter = Reporter(Producer(RaySink(name=self._aggregator_name), name="tune", max_delay_s=2.0))
+        # benchmarks/overhead.py); 2 s is inside any dashboard refresh. Rows refused while the
+        # aggregator is away past the producer's budgets are dropped and counted: an OSError here
+        # would fail the user's training run.
+        producer = Producer(RaySink(name=self._aggregator_name), name="tune", max_delay_s=2.0, when_full="drop")
+        self._reporter = Reporter(producer)
         _exploits.add_listener(self._on_exploit)
 
     @property
