@@ -75,8 +75,7 @@ class Silence:
         if self.ends_at < self.starts_at:
             raise ValueError(f"a silence cannot end before it starts, got {self.starts_at=}, {self.ends_at=}")
         for name in ("created_by", "comment"):
-            if not str(getattr(self, name)).strip():
-                raise ValueError(f"a silence needs a non-empty {name}, got {getattr(self, name)!r}")
+            _check_text("a silence", name, getattr(self, name))
 
     def state(self, now: float) -> SilenceState:
         """PENDING before `starts_at`, EXPIRED from `ends_at` on, ACTIVE in between."""
@@ -190,8 +189,7 @@ class Acknowledgement:
 
     def __post_init__(self) -> None:
         for name in ("fingerprint", "by", "comment"):
-            if not str(getattr(self, name)).strip():
-                raise ValueError(f"an acknowledgement needs a non-empty {name}, got {getattr(self, name)!r}")
+            _check_text("an acknowledgement", name, getattr(self, name))
         if self.until is not None and self.until <= self.at:
             raise ValueError(f"an acknowledgement must last past its time, got {self.at=}, {self.until=}")
 
@@ -366,3 +364,15 @@ def muter(*, silences: SilenceStore | None = None, inhibitor: Inhibitor | None =
         return muted
 
     return mute
+
+
+#: The longest author or comment: each silence and acknowledgement is stored as an event, whose
+#: payload the store caps at 1 MiB; one over it would be in force and yet lost at a restart.
+MAX_TEXT_CHARS = 10_000
+
+
+def _check_text(what: str, name: str, value: object) -> None:
+    if not str(value).strip():
+        raise ValueError(f"{what} needs a non-empty {name}, got {value!r}")
+    if len(str(value)) > MAX_TEXT_CHARS:
+        raise ValueError(f"{what}'s {name} is {len(str(value)):,} characters, over {MAX_TEXT_CHARS:,}")

@@ -76,6 +76,7 @@ def silence(**overrides) -> Silence:
         ({"ends_at": T0 - 1}, "cannot end before it starts"),
         ({"created_by": " "}, "non-empty created_by"),
         ({"comment": ""}, "non-empty comment"),
+        ({"comment": "x" * 10_001}, "comment is 10,001 characters, over 10,000"),  # its event must fit the store
         ({"id": ""}, "needs an id"),
     ],
 )
@@ -235,6 +236,8 @@ def test_acknowledgement_validation():
         acks.acknowledge("abc", "", "on it")
     with pytest.raises(ValueError, match="non-empty comment"):
         acks.acknowledge("abc", "ana", " ")
+    with pytest.raises(ValueError, match="by is 20,000 characters"):
+        acks.acknowledge("abc", "a" * 20_000, "on it")
     with pytest.raises(ValueError, match="must last past its time"):
         acks.acknowledge("abc", "ana", "on it", until=T0)
 
