@@ -19,7 +19,7 @@ import math
 import socket
 import threading
 from collections.abc import Mapping
-from numbers import Number
+from numbers import Real
 from typing import Any
 
 from elitemon.producer import Producer, RaySink
@@ -117,10 +117,9 @@ def _generation(name: str, value: Any) -> int | None:
     """`value` as a Python int when it is a whole number >= 0 (3, np.int64(3), 3.0), None for None."""
     if value is None:
         return None
-    if isinstance(value, Number) and not isinstance(value, bool):
-        number = float(value)  # type: ignore[arg-type]
-        if number.is_integer() and number >= 0:
-            return int(number)
+    number = _real(value)
+    if number is not None and number.is_integer() and number >= 0:
+        return int(number)
     raise ValueError(f"{name} must be a whole number >= 0 or None, but got {value!r}.")
 
 
@@ -133,10 +132,8 @@ def numeric_items(metrics: Mapping[str, Any], prefix: str = "") -> list[tuple[st
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             items += numeric_items(value, f"{name}/")
-        elif isinstance(value, Number) and not isinstance(value, bool):
-            number = float(value)  # type: ignore[arg-type]
-            if math.isfinite(number):
-                items.append((name, number))
+        elif (number := _real(value)) is not None and math.isfinite(number):
+            items.append((name, number))
     return items
 
 
@@ -144,17 +141,23 @@ def config_rows(agent_id: str, generation: int | None, config: Mapping[str, Any]
     """One configs row per hyperparameter: `value` when numeric, `text` always."""
     rows = []
     for param, value in config.items():
-        numeric = isinstance(value, Number) and not isinstance(value, bool) and math.isfinite(float(value))  # type: ignore[arg-type]
+        number = _real(value)
         rows.append(
             {
                 "agent": agent_id,
                 "generation": generation,
                 "param": str(param),
-                "value": float(value) if numeric else None,  # type: ignore[arg-type]
+                "value": number if number is not None and math.isfinite(number) else None,
                 "text": str(value),
             }
         )
     return rows
+
+
+def _real(value: Any) -> float | None:
+    """`value` as a float when it is a real number, Python's or NumPy's; None for anything else: a
+    bool (an int to Python, and no quantity), a complex number, text."""
+    return float(value) if isinstance(value, Real) and not isinstance(value, bool) else None
 
 
 def _this_node() -> str:

@@ -33,6 +33,7 @@ def test_report_writes_numeric_metrics_and_the_config(tmp_path: Path) -> None:
             "note": "text",
             "bad": float("nan"),
             "env_runners": {"episode_return_mean": 5.0, "module": {"loss": 0.25, "name": "x"}},
+            "phase": np.complex64(1 + 2j),  # not a real number: skipped (float() of it raised TypeError)
         },
         config={"lr": 0.01, "optimizer": "adam"},
     )
