@@ -66,8 +66,9 @@ class Per(enum.Enum):
 
     @property
     def labels(self) -> tuple[str, ...]:
-        """The label names an instance carries: a GPU is numbered within its node."""
-        return ("gpu", "node") if self is Per.GPU else (self.value,)
+        """The label names an instance carries: a GPU is numbered within its node, and an agent
+        carries the node it runs on (so that `node_failure` inhibits its alerts, `equal: [node]`)."""
+        return (self.value, "node") if self in (Per.GPU, Per.AGENT) else (self.value,)
 
     @classmethod
     def parse(cls, text: str) -> Per:

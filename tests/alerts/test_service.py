@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from elitemon.alerts._model import Status
@@ -164,3 +166,26 @@ def test_notifications_link_back_to_the_external_url() -> None:
     (notification,) = service.flush()
     assert notification.external_url == "https://elitemon.example/ui"
     assert notification.alerts[0].generator_url == "https://elitemon.example/ui"
+
+
+def test_a_node_failure_inhibits_the_alerts_of_the_agents_on_that_node() -> None:
+    """A per-agent alert carries the node its agent runs on: without it, the default inhibition
+    (`equal: [node]`) never matched, and a failing node paged once for itself and once per agent."""
+    rules = (
+        RULES
+        + """
+  slow:
+    threshold: "agent.episodes_per_s < 10"
+    severity: HIGH
+    action: "Look at the trainer"
+    per: agent
+"""
+    )
+    clock = FakeClock()
+    service = _service(rules, clock=clock)
+    snapshot = _snapshot(clock.now, missing={"a": 400, "b": 1}, cpu={})
+    rates = {(("agent", "t1"), ("node", "a")): 2.0, (("agent", "t2"), ("node", "b")): 3.0}
+    service.evaluate(dataclasses.replace(snapshot, signals={**snapshot.signals, "agent.episodes_per_s": Signal(rates)}))
+    clock.now += 30
+    sent = {(n.alerts[0].name, n.alerts[0].labels.get("agent"), dict(n.group_labels)["node"]) for n in service.flush()}
+    assert sent == {("node_failure", None, "a"), ("slow", "t2", "b")}
