@@ -202,7 +202,8 @@ def compute_snapshot(
 
     - `recent`: samples of the lookback window (any kind), for the latest values and the cost;
     - `heartbeats`: the newest `heartbeat` sample of each monitor, whatever its age;
-    - `scores`: the score metric's agent samples over the whole run, for the stall length.
+    - `scores`: the score metric's agent samples over the whole store, for the stall length (of
+      the agents that reported a score inside the lookback: the run training now).
 
     `wanted` limits the work to the names the rules use (None: all built-ins).
     """
@@ -249,7 +250,7 @@ def _builtin(
     if name == "holomorphic_throughput":
         return _metric_series(latest, "bench", "holomorphic_throughput")
     if name == "no_improvement_for_generations":
-        return _stall(scores, settings)
+        return _stall(scores, recent, settings)
     if name == "hourly_cost":
         return _hourly_cost(recent, settings.prices, now)
     return None
@@ -262,11 +263,17 @@ def _fresh(samples: pd.DataFrame, since: float) -> pd.DataFrame:
 
 
 def _latest(samples: pd.DataFrame) -> pd.DataFrame:
-    """The newest row of each (kind, node, source, metric) series with a finite value."""
+    """The newest row of each (kind, node, source, metric) series with a finite value; for agents,
+    of each (agent, metric), on whichever node it came from. A PBT trial that restarts on another
+    node is one agent: the series it left on the old node would otherwise stay fresh for the
+    lookback, and `per: agent` would read the larger of an old and a new value."""
     if samples.empty:
         return samples
-    finite = samples[np.isfinite(samples["value"].astype(float))]
-    return finite.sort_values("ts", kind="stable").groupby(["kind", "node", "source", "metric"], dropna=False).tail(1)
+    finite = samples[np.isfinite(samples["value"].astype(float))].sort_values("ts", kind="stable")
+    agents = finite["kind"] == "agent"
+    by_series = finite[~agents].groupby(["kind", "node", "source", "metric"], dropna=False).tail(1)
+    by_agent = finite[agents].groupby(["source", "metric"], dropna=False).tail(1)
+    return pd.concat([by_series, by_agent]).sort_values("ts", kind="stable")
 
 
 def _labels(kind: str, node: object, source: str) -> Labels:
@@ -309,7 +316,12 @@ def _heartbeat_missing(heartbeats: pd.DataFrame, now: float) -> dict[Labels, flo
     return {(("node", str(node)),): max(0.0, now - float(at)) for node, at in newest.items()}
 
 
-def _stall(scores: pd.DataFrame, settings: SignalSettings) -> dict[Labels, float]:
+def _stall(scores: pd.DataFrame, recent: pd.DataFrame, settings: SignalSettings) -> dict[Labels, float]:
+    """The stall of the population that is training now: the agents with a score inside the
+    lookback, over their whole history. A data directory keeps earlier runs, whose stall would
+    otherwise count (and fire on a healthy new run); once a run ends, the signal goes stale."""
+    active = recent.loc[(recent["kind"] == "agent") & (recent["metric"] == settings.score_metric), "source"]
+    scores = scores[scores["source"].isin(set(active))] if not scores.empty else scores
     if scores.empty:
         return {}
     progress = population_progress(scores, metric=settings.score_metric)

@@ -27,36 +27,41 @@ def _frame(rows: list[tuple]) -> pd.DataFrame:
     return frame
 
 
-RECENT = _frame(
-    [
-        (20, "node", "n1", "id1", None, "cpu_percent", 50.0),
-        (5, "node", "n1", "id1", None, "cpu_percent", 97.0),  # the newest n1 value counts
-        (5, "node", "n2", "id2", None, "cpu_percent", 40.0),
-        (5, "node", "n1", "id1", None, "cpu_percent_core_0", 97.0),
-        (5, "node", "n1", "id1", None, "cpu_percent_core_1", 97.0),
-        (5, "node", "n2", "id2", None, "cpu_percent_core_0", 40.0),
-        (400, "node", "n3", "id3", None, "cpu_percent", 99.0),  # older than the lookback: stale
-        (5, "gpu", "n1", "n1/gpu0", None, "gpu_memory_used_bytes", 30.0),
-        (5, "gpu", "n1", "n1/gpu0", None, "gpu_memory_total_bytes", 100.0),
-        (5, "gpu", "n1", "n1/gpu1", None, "gpu_memory_used_bytes", 95.0),
-        (5, "gpu", "n1", "n1/gpu1", None, "gpu_memory_total_bytes", 100.0),
-        (3, "bench", "n1", "w1", None, "holomorphic_throughput", 2e7),
-        (3, "bench", "n2", "w2", None, "holomorphic_throughput", 3e7),
-        (3, "agent", "n2", "trial_a", 4, "episodes_per_s", 12.5),
-    ]
-)
-HEARTBEATS = _frame(
-    [
-        (2, "node", "n1", "id1", None, "heartbeat", NOW - 2),
-        (600, "node", "n2", "id2", None, "heartbeat", NOW - 600),
-        (900, "node", "n2", "id2-old", None, "heartbeat", NOW - 900),  # an earlier Ray node on n2
-    ]
-)
 SCORES = _frame(
     [
         (100 - g, "agent", "n1", agent, g, "mean_return", score)
         for g, score in enumerate([1, 3, 5, 5, 5])
         for agent in "ab"
+    ]
+)
+RECENT = pd.concat(
+    [
+        SCORES,
+        _frame(
+            [
+                (20, "node", "n1", "id1", None, "cpu_percent", 50.0),
+                (5, "node", "n1", "id1", None, "cpu_percent", 97.0),  # the newest n1 value counts
+                (5, "node", "n2", "id2", None, "cpu_percent", 40.0),
+                (5, "node", "n1", "id1", None, "cpu_percent_core_0", 97.0),
+                (5, "node", "n1", "id1", None, "cpu_percent_core_1", 97.0),
+                (5, "node", "n2", "id2", None, "cpu_percent_core_0", 40.0),
+                (400, "node", "n3", "id3", None, "cpu_percent", 99.0),  # older than the lookback: stale
+                (5, "gpu", "n1", "n1/gpu0", None, "gpu_memory_used_bytes", 30.0),
+                (5, "gpu", "n1", "n1/gpu0", None, "gpu_memory_total_bytes", 100.0),
+                (5, "gpu", "n1", "n1/gpu1", None, "gpu_memory_used_bytes", 95.0),
+                (5, "gpu", "n1", "n1/gpu1", None, "gpu_memory_total_bytes", 100.0),
+                (3, "bench", "n1", "w1", None, "holomorphic_throughput", 2e7),
+                (3, "bench", "n2", "w2", None, "holomorphic_throughput", 3e7),
+                (3, "agent", "n2", "trial_a", 4, "episodes_per_s", 12.5),
+            ]
+        ),
+    ]
+)  # the lookback's samples hold the scores of the agents training now
+HEARTBEATS = _frame(
+    [
+        (2, "node", "n1", "id1", None, "heartbeat", NOW - 2),
+        (600, "node", "n2", "id2", None, "heartbeat", NOW - 600),
+        (900, "node", "n2", "id2-old", None, "heartbeat", NOW - 900),  # an earlier Ray node on n2
     ]
 )
 
@@ -83,6 +88,30 @@ def test_heartbeat_missing_counts_from_the_newest_beat_of_any_monitor_on_the_nod
 def test_stall_is_generations_since_the_best_last_improved() -> None:
     assert dict(_snapshot().signals["no_improvement_for_generations"].series) == {(): 2.0}
     assert dict(_snapshot(score_metric="other").signals["no_improvement_for_generations"].series) == {}
+
+
+def test_the_stall_is_the_running_populations_not_an_earlier_runs() -> None:
+    """The store keeps earlier runs: one that stalled at generation 1 of 50 made the default
+    `convergence_stall` fire on a new run improving every generation (and fire on forever after)."""
+    earlier = _frame([(86_400 - g, "agent", "n1", "old", g, "mean_return", min(g, 1)) for g in range(50)])
+    now_running = _frame([(50 - g, "agent", "n1", "new", g, "mean_return", g) for g in range(8)])
+    scores = pd.concat([earlier, now_running])
+    snapshot = compute_snapshot(now_running, HEARTBEATS, scores, now=NOW, settings=SignalSettings())
+    assert dict(snapshot.signals["no_improvement_for_generations"].series) == {(): 0.0}
+    ended = compute_snapshot(RECENT.iloc[0:0], HEARTBEATS, scores, now=NOW, settings=SignalSettings())
+    assert dict(ended.signals["no_improvement_for_generations"].series) == {}  # no run: no data, not a stall
+
+
+def test_an_agent_that_moved_to_another_node_reads_its_newest_value() -> None:
+    """A PBT trial restarted on another node: the series it left on the old node stayed fresh, and
+    `per: agent` read the larger of the old and the new value."""
+    moved = _frame(
+        [(200, "agent", "n1", "t1", 3, "mean_return", 50.0), (10, "agent", "n2", "t1", 4, "mean_return", -5.0)]
+    )
+    snapshot = compute_snapshot(
+        moved, HEARTBEATS, moved, now=NOW, settings=SignalSettings(), wanted={"agent.mean_return"}
+    )
+    assert dict(snapshot.signals["agent.mean_return"].series) == {(("agent", "t1"), ("node", "n2")): -5.0}
 
 
 def test_hourly_cost_prices_the_machines_running_now() -> None:
