@@ -79,7 +79,7 @@ def test_commands_against_a_running_evaluator(ray_session, tmp_path: Path, capsy
             return [a for a in json.loads(listed.out) if a["state"] == "firing"]
 
         (alert,) = wait_for(firing, timeout_s=30, what="the alert to fire")
-        assert alert["labels"] == {"agent": "a1", "alertname": "loss_high", "severity": "MEDIUM"}
+        assert alert["labels"] == {"agent": "a1", "alertname": "loss_high", "node": "n1", "severity": "MEDIUM"}
 
         silenced = _run_main(
             ["alerts", "silence", 'agent="a1"', "--author", "me", "--comment", "known", "--duration", "1h"]
