@@ -110,7 +110,9 @@ class Reporter:
             "generation": payload["trigger_generation"],
             "payload": json.dumps(payload, default=str),
         }
-        self._producer.write_rows("events", [row])
+        # Queued as the results and the other events are: rows of one process keep their order
+        # in the store even where two carry the same microsecond.
+        self._producer.append_rows("events", [row])
 
 
 def _generation(name: str, value: Any) -> int | None:

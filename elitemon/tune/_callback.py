@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -52,7 +53,7 @@ class MonitorCallback(Callback):
         self._sample_interval_s = sample_interval_s
         self._reporter: Reporter | None = None
         self._aggregator: Any = None  # an aggregator this callback starts lives as long as this handle
-        self._migrating: dict[str, tuple[float, str]] = {}  # target trial -> (exploit time, source)
+        self._migrating: dict[str, list[_Migration]] = {}  # target trial -> its exploits awaiting a restore
         self._started_monitoring = False  # then it ends with the run, as it began with it
 
     def setup(self, **info: Any) -> None:
@@ -87,22 +88,20 @@ class MonitorCallback(Callback):
         generation = int(result.get(TRAINING_ITERATION, 0))
         metrics = {k: v for k, v in result.items() if k not in (TRAINING_ITERATION, "config")}
         self._reporter.report(trial.trial_id, generation, metrics, node=result.get("node_ip"))
-        # The first result after the restore: the triggering result (delivered to callbacks after
-        # the scheduler exploited) and results already on their way still count from before it.
-        restored = result.get("iterations_since_restore", 1) == 1
-        migrating = self._migrating.pop(trial.trial_id, None) if restored else None
-        if migrating is not None:
-            exploited_at, source = migrating
-            payload = {"latency_s": time.time() - exploited_at, "source": source}
-            self._event("migration_completed", trial, generation, payload)
+        # The first result after the restore ends a migration; not the result that triggered it,
+        # which Tune hands to callbacks after the scheduler exploited (`_on_exploit` ended any
+        # migration that triggering result ended in turn).
+        if result.get("iterations_since_restore", 1) == 1:
+            self._complete(trial.trial_id, generation, result.get("node_ip"))
+        for migration in self._migrating.get(trial.trial_id, []):
+            migration.awaiting_trigger = False
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._event("trial_complete", trial, _generation(trial), {})
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        migrating = self._migrating.pop(trial.trial_id, None)
-        if migrating is not None:
-            self._event("migration_failed", trial, _generation(trial), {"source": migrating[1]})
+        for migration in self._migrating.pop(trial.trial_id, []):
+            self._event("migration_failed", trial, _generation(trial), {"source": migration.source})
         self._event("trial_error", trial, _generation(trial), {"error": str(getattr(trial, "error_file", ""))})
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
@@ -118,12 +117,17 @@ class MonitorCallback(Callback):
 
     def _on_exploit(self, exploit: _exploits.Exploit) -> None:
         assert self._reporter is not None
+        if not exploit.trigger_delivered and exploit.trigger_since_restore == 1:
+            # The result that triggered this exploit is the first after an earlier one's restore: it
+            # ends that migration, recorded before this exploit so that the events read in order.
+            self._complete(exploit.target, exploit.trigger_iteration, exploit.trigger_node)
         exploited_at = time.time()
         self._reporter.report_exploit(
             exploit.target,
             exploit.source,
             generation=exploit.target_iteration,
             source_generation=exploit.source_iteration,
+            source_last_generation=exploit.source_last_iteration,
             target_node=exploit.target_node,
             source_node=exploit.source_node,
             old_config=exploit.old_config,
@@ -135,16 +139,33 @@ class MonitorCallback(Callback):
             source_tag=exploit.source_tag,
         )
         # Only a recorded exploit awaits its migration's end: else a completion with no exploit.
-        self._migrating[exploit.target] = (exploited_at, exploit.source)
+        migration = _Migration(exploited_at, exploit.source, awaiting_trigger=not exploit.trigger_delivered)
+        self._migrating.setdefault(exploit.target, []).append(migration)
         self.producer.append_rows(
             "configs", config_rows(exploit.target, exploit.trigger_iteration, _flat(exploit.new_config))
         )
 
+    def _complete(self, trial_id: str, generation: int, node: str | None) -> None:
+        """End the trial's migrations whose triggering result has been handled (at most one: a trial
+        restores once between results) with a `migration_completed` at `generation`, on `node`."""
+        pending = self._migrating.pop(trial_id, [])
+        restored = [m for m in pending if not m.awaiting_trigger]
+        if restored:
+            payload = {"latency_s": time.time() - restored[-1].exploited_at, "source": restored[-1].source}
+            self._write_event("migration_completed", trial_id, node, generation, payload)
+        waiting = [m for m in pending if m.awaiting_trigger]
+        if waiting:
+            self._migrating[trial_id] = waiting
+
     def _event(self, kind: str, trial: Any, generation: int | None, payload: dict) -> None:
+        """An event of `trial` on its last result's node."""
         node = trial.last_result.get("node_ip") if trial.last_result else None
+        self._write_event(kind, trial.trial_id, node, generation, payload)
+
+    def _write_event(self, kind: str, trial_id: str, node: str | None, generation: int | None, payload: dict) -> None:
         row = {
             "type": kind,
-            "agent": trial.trial_id,
+            "agent": trial_id,
             "node": node,
             "generation": generation,
             "payload": json.dumps(payload, default=str),
@@ -161,6 +182,15 @@ class MonitorCallback(Callback):
             _started_monitoring=False,
         )
         return state
+
+
+@dataclass
+class _Migration:
+    """An exploit of a trial, until the trial's first result after the restore ends it."""
+
+    exploited_at: float
+    source: str
+    awaiting_trigger: bool  # the result that triggered it has not reached the callbacks yet
 
 
 def _generation(trial: Any) -> int | None:

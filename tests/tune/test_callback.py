@@ -13,9 +13,11 @@ from ray import tune
 from ray.tune.schedulers import PopulationBasedTraining
 
 from elitemon.aggregator import get_aggregator, start_aggregator
+from elitemon.analytics.migration import MigrationOutcome, migration_outcomes
 from elitemon.client import Client
 from elitemon.collect import start_monitoring
 from elitemon.config import StoreConfig
+from elitemon.query import select
 from elitemon.tune import MonitorCallback, _exploits
 from tests.conftest import wait_for
 
@@ -129,7 +131,7 @@ def captured(client: Client) -> list[tuple]:
             p["target_tag"],
             p["source_tag"],
             p["target_generation"],
-            p["source_generation"],
+            p["source_last_generation"],  # Tune logs the source's newest result; the restore is older
             p["source_config"],
             p["new_config"],
         ]
@@ -154,12 +156,19 @@ def check_run(experiment: Path, handle: object, reported: list[tuple[str, int, f
             if operation.startswith("* "):  # PBT's perturbation: the source's value times the factor
                 factor = float(operation[2:])
                 assert payload["new_config"][param] == pytest.approx(payload["source_config"][param] * factor)
+    # Each migration ends at the trial's first result after the restore: one step past the
+    # checkpoint restored (`source_generation`), on the trial's node then. Every exploit ends so,
+    # once (Tune stops a trial at its final result without asking the scheduler: no exploit there).
     completed = client.events(type="migration_completed").to_pylist()
-    assert {e["agent"] for e in completed} == {e["agent"] for e in exploits}
-    assert all(json.loads(e["payload"])["latency_s"] >= 0 for e in completed)
-    for done in completed:  # on the restored state: at most one step past the source's iteration
-        sources = [json.loads(e["payload"]) for e in exploits if e["agent"] == done["agent"] and e["ts"] <= done["ts"]]
-        assert done["generation"] <= sources[-1]["source_generation"] + 1
+    unmatched = [(e["agent"], e["source_agent"], json.loads(e["payload"])["source_generation"] + 1) for e in exploits]
+    for done in completed:
+        payload = json.loads(done["payload"])
+        unmatched.remove((done["agent"], payload["source"], done["generation"]))  # ValueError: no such exploit
+        assert payload["latency_s"] > 0 and done["node"]
+    assert unmatched == [], f"exploits without their migration's end: {unmatched}"
+    # ... and in the order the analytics read them: each end after its exploit, before the next.
+    outcomes = migration_outcomes(client.events(as_pandas=True))
+    assert list(outcomes["outcome"]) == [MigrationOutcome.COMPLETED] * len(exploits)
     scores = client.samples(metric="score")
     stored = zip(*(scores.column(c).to_pylist() for c in ("source", "generation", "value")), strict=True)
     assert sorted(stored) == sorted(reported), "one score sample per result (exploited trials repeat iterations)"
@@ -206,7 +215,9 @@ def test_pb2_exploits_match_pbt_global_txt_even_past_a_failing_listener(
         time_attr="training_iteration",
         metric="score",
         mode="max",
-        perturbation_interval=2,
+        # At 1, the first result after a restore can trigger the next exploit: it must end the
+        # earlier migration, not the one it triggers.
+        perturbation_interval=1,
         quantile_fraction=0.5,
         hyperparam_bounds={"lr": [0.01, 0.5]},
     )
@@ -241,7 +252,8 @@ def test_an_exploit_that_could_not_be_recorded_awaits_no_migration(aggregator_ha
     trial = SimpleNamespace(trial_id="t1", last_result={})  # what the hooks read of a Tune Trial
     unplaceable = _exploits.Exploit(
         target="t1", source="t2", target_tag="1_lr=0.1", source_tag="2_lr=0.2", target_node=None,
-        source_node=None, target_iteration=-1, source_iteration=3, trigger_iteration=4,
+        source_node=None, target_iteration=-1, source_iteration=3, source_last_iteration=3, trigger_iteration=4,
+        trigger_delivered=False, trigger_since_restore=3, trigger_node=None,
         old_config={}, source_config={}, new_config={}, operations={},
     )  # fmt: skip
     try:
@@ -253,3 +265,60 @@ def test_an_exploit_that_could_not_be_recorded_awaits_no_migration(aggregator_ha
     events = Client(aggregator_handle).events(as_pandas=True)
     assert list(events["type"]) == [], "an event was recorded for an exploit that was refused"
     assert Client(aggregator_handle).samples(source="t1").num_rows > 0  # the result itself was kept
+
+
+def _exploit(target: str, source: str, *, source_iteration: int, trigger: int, since_restore: int, **rest):
+    fields = dict(
+        target=target, source=source, target_tag=target, source_tag=source, target_node="n1", source_node="n2",
+        target_iteration=trigger - 1, source_iteration=source_iteration, source_last_iteration=source_iteration,
+        trigger_iteration=trigger, trigger_delivered=False, trigger_since_restore=since_restore, trigger_node="n1",
+        old_config={}, source_config={}, new_config={}, operations={},
+    )  # fmt: skip
+    return _exploits.Exploit(**{**fields, **rest})
+
+
+def test_a_migration_ends_at_the_first_result_after_its_restore_not_at_its_trigger(tmp_path: Path) -> None:
+    """In Tune's order (the scheduler, then callbacks). With perturbation_interval=1 the first result
+    after a restore can trigger the next exploit: it ended that new migration at once (latency ~0),
+    and left the earlier one pending. With synch=True, the trigger reached the callbacks earlier."""
+    from elitemon.producer import Producer, StoreSink
+    from elitemon.reporting import Reporter
+    from elitemon.store import Store
+
+    store = Store(StoreConfig(data_dir=tmp_path / "data"))
+    callback = MonitorCallback(monitor_nodes=False)
+    callback._reporter = Reporter(Producer(StoreSink(store)), node="driver")
+    trial = SimpleNamespace(trial_id="a", last_result={})
+
+    def result(iteration: int, since_restore: int, node: str = "n1") -> None:
+        reported = {"training_iteration": iteration, "iterations_since_restore": since_restore, "node_ip": node}
+        callback.on_trial_result(0, [], trial, {**reported, "score": 1.0})
+        trial.last_result = {"node_ip": node}
+
+    result(2, 2)
+    callback._on_exploit(_exploit("a", "b", source_iteration=3, trigger=3, since_restore=3))
+    result(3, 3)  # the trigger itself: no end
+    callback._on_exploit(_exploit("a", "c", source_iteration=4, trigger=4, since_restore=1, trigger_node="n3"))
+    result(4, 1, node="n3")  # first after the restore from b, and the trigger of the copy from c
+    result(5, 1, node="n3")  # first after the restore from c
+    callback._on_exploit(_exploit("a", "b", source_iteration=6, trigger=5, since_restore=1, trigger_delivered=True))
+    result(7, 1, node="n4")  # synch=True: the trigger (5) came before the barrier's exploit
+    assert callback.producer.flush(timeout=10)
+
+    events = store.scan(select("events")).to_pandas().sort_values("ts", kind="stable")  # as queries give them
+    shown = [
+        (kind, generation, json.loads(payload)["source"] if kind != "exploit" else source, node)
+        for kind, generation, payload, source, node in zip(
+            events["type"], events["generation"], events["payload"], events["source_agent"], events["node"], strict=True
+        )
+    ]
+    assert shown == [
+        ("exploit", 3, "b", "n1"),
+        ("migration_completed", 4, "b", "n3"),  # on the node it restored to, before the next exploit
+        ("exploit", 4, "c", "n1"),
+        ("migration_completed", 5, "c", "n3"),
+        ("exploit", 5, "b", "n1"),
+        ("migration_completed", 7, "b", "n4"),
+    ]
+    assert list(migration_outcomes(events)["outcome"]) == [MigrationOutcome.COMPLETED] * 3
+    store.close()
