@@ -14,9 +14,13 @@ writes that result a millisecond after the event: Ray Tune 2.60 runs the schedul
 `trial.last_result`, so Tune's own record of an asynchronous PBT exploit names the target's
 *previous* iteration, which the payload keeps as `target_generation`. An event whose `generation`
 is that previous iteration (from a writer that takes Tune's figure) has its triggering result at
-`generation` + 1, hence the next one too. A restored target's results come a restore and a training
-step later, from the source's generation on, so it may report a generation twice: nothing here
-relies on "the last score before the event" or on generations being unique.
+`generation` + 1, hence the next one too. An event whose payload has `trigger_generation` (every
+`report_exploit` writes it) names that result exactly, and only `generation` is read: under
+`synch=True` a paused target's triggering result can be written long before the exploit, and its
+first result after the restore, at `generation` + 1, closer to it. A restored target's results
+come a restore and a training step later, from the source's generation on, so it may report a
+generation twice: nothing here relies on "the last score before the event" or on generations
+being unique.
 """
 
 from __future__ import annotations
@@ -162,7 +166,8 @@ class Lineage:
 def exploits(events: pd.DataFrame) -> pd.DataFrame:
     """One row per exploit event, oldest first: ts, agent (the target), source_agent, node, source_node,
     generation (the target's, at the exploit), source_generation (from the payload), cross_node
-    (node != source_node; <NA> when either is unknown)."""
+    (node != source_node; <NA> when either is unknown), trigger_exact (the payload names the
+    triggering result's generation: `generation` is it, not possibly the one before)."""
     events = plain_copy(events, "events", EVENT_COLUMNS)
     rows = events[events["type"] == "exploit"].sort_values("ts", kind="stable")
     payloads = [_payload(text) for text in rows["payload"]]
@@ -174,6 +179,7 @@ def exploits(events: pd.DataFrame) -> pd.DataFrame:
         generation=pd.array(rows["generation"], dtype="Int64"),
         source_generation=pd.array([_source_generation(p) for p in payloads], dtype="Int64"),
         cross_node=cross,
+        trigger_exact=np.array([p.get("trigger_generation") is not None for p in payloads], dtype=bool),
     )
 
 
@@ -373,7 +379,10 @@ def _lives(samples: pd.DataFrame, events: pd.DataFrame, score_metric: str) -> _L
         for position, exploit in zip(mine.index, mine.itertuples(index=False), strict=True):
             candidates = agent_rows.iloc[0:0]
             if not pd.isna(exploit.generation):
-                candidates = agent_rows[agent_rows["generation"].isin([exploit.generation, exploit.generation + 1])]
+                triggers = (
+                    [exploit.generation] if exploit.trigger_exact else [exploit.generation, exploit.generation + 1]
+                )
+                candidates = agent_rows[agent_rows["generation"].isin(triggers)]
             if candidates.empty:
                 ends.append(exploit.ts)
                 continue

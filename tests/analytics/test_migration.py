@@ -234,6 +234,23 @@ def test_ray_tune_2_60_order_with_the_previous_iteration() -> None:
     assert (result.control_windows, result.control_improved) == (8, 4)
 
 
+def test_an_exact_trigger_generation_is_read_exactly_under_synch() -> None:
+    """synch=True: the paused target's triggering result (generation 4, score 1.0) came long before
+    the barrier's exploit; its first result after the restore (generation 5, 9.0) came just after
+    it. Closest in time took 9.0 as the score before (gain 1.0 where 9.0 - 1.0 was gained)."""
+    samples = store_frame(
+        "samples",
+        [score("x", g, 1.0, g) for g in range(1, 5)]
+        + [score("x", 5, 9.0, 20.1), score("x", 6, 10.0, 21.0)]
+        + [score("y", g, 9.0 + g / 10, g) for g in range(1, 7)],
+    )
+    synch = exploit(20.0, "x", "y", 3, 4)
+    synch["generation"] = 4
+    synch["payload"] = json.dumps({**json.loads(synch["payload"]), "trigger_generation": 4})
+    effects = exploit_effects(samples, store_frame("events", [synch]), k=1)
+    assert effects["score_before"].tolist() == [1.0] and effects["gain"].tolist() == [pytest.approx(8.0)]
+
+
 def test_custom_loop_order_and_missing_source_generation() -> None:
     """A custom loop reports the score before calling report_exploit; without a source_generation the
     copy's first reported generation - 1 is taken as where it continues from."""
