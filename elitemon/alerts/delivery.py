@@ -7,6 +7,7 @@ delivery log, so "why did nobody get paged?" has an answer.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import heapq
 import logging
@@ -300,6 +301,7 @@ class Dispatcher:
         queued = self._jobs.get(job.key)
         if queued is not None:
             older, job = sorted((queued, job), key=lambda each: each.seq)
+            job.notification = _with_resolves_of(older.notification, job.notification)
             records = [self._record(older, Outcome.DROPPED, error="superseded by a newer notification of the group")]
             if job is queued:
                 return records
@@ -354,6 +356,15 @@ class Dispatcher:
                 self._on_record(record)
             except Exception:
                 logger.exception("on_record failed for a delivery record of %s", record.receiver)
+
+
+def _with_resolves_of(older: Notification, newer: Notification) -> Notification:
+    """`newer` plus the resolved alerts `older` carried that `newer` does not mention. A notification
+    is not the group's whole state: the router sends a resolve once, so a newer notification that
+    replaces a queued one must carry its resolves on, or the receiver never hears of them."""
+    mentioned = {alert.fingerprint for alert in newer.alerts}
+    carried = tuple(a for a in older.alerts if a.status is Status.RESOLVED and a.fingerprint not in mentioned)
+    return dataclasses.replace(newer, alerts=newer.alerts + carried) if carried else newer
 
 
 class _Job:

@@ -156,6 +156,28 @@ def test_a_newer_notification_replaces_a_queued_one_and_never_overtakes_one_in_f
     ]
 
 
+def test_a_newer_notification_that_replaces_a_queued_one_carries_its_resolves_on(server, make_dispatcher):
+    """The router sends a resolve once: the queued notification with b's resolve, replaced by a
+    newer one about a and c, left the receiver never told that b resolved."""
+    server.answer(HOLD)
+    dispatcher = make_dispatcher(workers=1)
+    webhook = hook(server)
+    a, b, c = (make_alert(labels={"gpu": gpu}) for gpu in "abc")
+    dispatcher.submit(webhook, make_notification(a, b, group_key="g"))
+    wait_for(lambda: server.count() == 1, timeout_s=5, what="the held request")
+    b_resolved = make_alert(labels={"gpu": "b"}, status=Status.RESOLVED, ends_at=1_700_000_100.0)
+    dispatcher.submit(webhook, make_notification(a, b_resolved, group_key="g"))
+    dispatcher.submit(webhook, make_notification(a, c, group_key="g"))  # replaces the one above, queued
+    server.release()
+    wait_for(lambda: finished(dispatcher, 2), timeout_s=5, what="group g")
+    last = server.requests[-1].json()
+    assert [(alert["labels"]["gpu"], alert["status"]) for alert in last["alerts"]] == [
+        ("a", "firing"),
+        ("c", "firing"),
+        ("b", "resolved"),
+    ]
+
+
 def test_close_drains_then_refuses_new_jobs(server, make_dispatcher):
     server.answer(500)
     dispatcher = make_dispatcher()
