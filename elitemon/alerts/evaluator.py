@@ -41,6 +41,7 @@ from elitemon.alerts.service import AlertService, problems
 from elitemon.alerts.signals import KnownNames, Snapshot, compute_snapshot
 from elitemon.alerts.silences import Acknowledgement, Silence
 from elitemon.alerts.state import Change
+from elitemon.analytics.cost import gpu_models
 from elitemon.producer import Producer, RaySink
 from elitemon.query import select
 
@@ -263,7 +264,10 @@ class AlertEvaluator:
             if "no_improvement_for_generations" in wanted
             else recent.iloc[0:0]
         )
-        return compute_snapshot(recent, heartbeats, scores, now=now, settings=settings, wanted=wanted)
+        models = gpu_models(self._rows(select("events", type="gpu_info"), deadline)) if "hourly_cost" in wanted else {}
+        return compute_snapshot(
+            recent, heartbeats, scores, now=now, settings=settings, wanted=wanted, gpu_models=models
+        )
 
     def _rows(self, selection, deadline: float) -> pd.DataFrame:
         return ray.get(self._aggregator.rows.remote(selection), timeout=_left(deadline)).to_pandas()

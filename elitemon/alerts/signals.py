@@ -197,6 +197,7 @@ def compute_snapshot(
     now: float,
     settings: SignalSettings,
     wanted: Collection[str] | None = None,
+    gpu_models: Mapping[str, str] | None = None,
 ) -> Snapshot:
     """The signals at `now` from three frames of the `samples` table:
 
@@ -205,7 +206,9 @@ def compute_snapshot(
     - `scores`: the score metric's agent samples over the whole store, for the stall length (of
       the agents that reported a score inside the lookback: the run training now).
 
-    `wanted` limits the work to the names the rules use (None: all built-ins).
+    `wanted` limits the work to the names the rules use (None: all built-ins). `gpu_models` (node IP
+    -> model, `analytics.cost.gpu_models` of the monitors' `gpu_info` events) prices GPU hours by
+    model for `hourly_cost`; without it, every GPU costs the table's `default_gpu_hour`.
     """
     wanted = set(BUILTIN) if wanted is None else set(wanted)
     recent = _fresh(recent, now - settings.lookback_s)
@@ -214,7 +217,7 @@ def compute_snapshot(
     errors: dict[str, str] = {}
     for name in sorted(wanted):
         try:
-            series = _builtin(name, latest, heartbeats, scores, recent, now, settings)
+            series = _builtin(name, latest, heartbeats, scores, recent, now, settings, gpu_models)
         except ValueError as error:  # e.g. a node whose CPU count the price needs is unknown
             errors[name] = str(error)
             continue
@@ -236,6 +239,7 @@ def _builtin(
     recent: pd.DataFrame,
     now: float,
     settings: SignalSettings,
+    gpu_models: Mapping[str, str] | None,
 ) -> dict[Labels, float] | None:
     if name == "cpu_usage":
         return _scaled(_metric_series(latest, "node", "cpu_percent"), 0.01)
@@ -252,7 +256,7 @@ def _builtin(
     if name == "no_improvement_for_generations":
         return _stall(scores, recent, settings)
     if name == "hourly_cost":
-        return _hourly_cost(recent, settings.prices, now)
+        return _hourly_cost(recent, settings.prices, now, gpu_models)
     return None
 
 
@@ -330,11 +334,13 @@ def _stall(scores: pd.DataFrame, recent: pd.DataFrame, settings: SignalSettings)
     return {(): float(stall_generations(progress["best"], tolerance=settings.improvement_tolerance))}
 
 
-def _hourly_cost(recent: pd.DataFrame, prices: PriceTable, now: float) -> dict[Labels, float]:
+def _hourly_cost(
+    recent: pd.DataFrame, prices: PriceTable, now: float, gpu_models: Mapping[str, str] | None
+) -> dict[Labels, float]:
     machines = recent[recent["kind"].isin(["node", "gpu"])] if not recent.empty else recent
     if machines.empty:
         return {}
-    usage = node_usage(machines, prices, now=pd.Timestamp(now, unit="s", tz="UTC"))
+    usage = node_usage(machines, prices, gpu_model=gpu_models, now=pd.Timestamp(now, unit="s", tz="UTC"))
     return {(): summarise_cost(usage, prices).hourly_cost}
 
 

@@ -16,6 +16,7 @@ NaN or infinite are left out; for machines only the timestamps of their rows mat
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -168,6 +169,25 @@ def node_usage(
         active = (newest - last_seen[node]).total_seconds() <= stale_after_s
         rows.append((str(node), hours, cpus, gpus, model, hourly, hourly * hours, bool(active)))
     return pd.DataFrame(rows, columns=list(USAGE_COLUMNS))
+
+
+def gpu_models(events: pd.DataFrame) -> dict[str, str]:
+    """Node IP -> the model of its GPUs, for `node_usage(gpu_model=...)`: from the node monitors'
+    `gpu_info` events (payload `{"models": {index: name}}`), the newest of each node. A node with
+    several models is priced as its commonest (ties: the lowest index); a board that gave no name
+    is left out, and an event that cannot be read is skipped."""
+    require_columns(events, "events", ("ts", "type", "node", "payload"))
+    info = events[(events["type"] == "gpu_info") & events["node"].notna()].sort_values("ts", kind="stable")
+    models: dict[str, str] = {}
+    for node, payload in zip(info["node"], info["payload"], strict=True):
+        try:
+            named = json.loads(payload)["models"]
+            names = [str(named[index]) for index in sorted(named, key=int) if named[index]]
+        except (TypeError, ValueError, KeyError, AttributeError):
+            continue
+        if names:
+            models[str(node)] = max(names, key=names.count)  # max keeps the first of equals
+    return models
 
 
 def usage_from_counts(

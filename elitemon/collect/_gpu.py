@@ -20,6 +20,7 @@ class GpuSampler:
     node: str
     _nvml: Any
     _handles: dict[int, Any]  # NVML index -> handle
+    models: dict[int, str]  # NVML index -> the board's name ("NVIDIA H100 80GB HBM3"), what GPU prices match
 
     @classmethod
     def open(cls, node: str) -> tuple[GpuSampler | None, str]:
@@ -41,7 +42,7 @@ class GpuSampler:
         if not handles:
             return None, f"NVML could open none of {count} GPU(s): {', '.join(lost)}; GPU metrics off"
         status = f"NVML: {len(handles)} GPU(s)" + (f"; left out: {', '.join(lost)}" if lost else "")
-        return cls(node, pynvml, handles), status
+        return cls(node, pynvml, handles, {index: _name(pynvml, handle) for index, handle in handles.items()}), status
 
     def sample(self, now: float, agents_by_pid: Mapping[int, str] | None = None) -> list[Row]:
         nvml, rows = self._nvml, []
@@ -84,3 +85,12 @@ class GpuSampler:
             agent = agents_by_pid.get(process.pid)
             if agent is not None and process.usedGpuMemory is not None:
                 totals[agent] = totals.get(agent, 0.0) + float(process.usedGpuMemory)
+
+
+def _name(nvml: Any, handle: Any) -> str:
+    """The board's name; older NVML bindings return bytes, and a board may not say ("")."""
+    try:
+        name = nvml.nvmlDeviceGetName(handle)
+    except nvml.NVMLError:
+        return ""
+    return name.decode(errors="replace") if isinstance(name, bytes) else str(name)

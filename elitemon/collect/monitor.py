@@ -21,6 +21,7 @@ a `run` started again after a transient error) ends at its next check-in, so a n
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -45,6 +46,8 @@ DEFAULT_CHECKIN_INTERVAL_S = 5.0
 #: How often the sampling loop looks for a cancel (Ray does not interrupt a running actor task): a
 #: flush waits at most this long. Four wake-ups a second cost well under 0.5 ms of CPU.
 CANCEL_POLL_S = 0.25
+#: The event a monitor writes at the start of each run on a node with GPUs: their models.
+GPU_INFO = "gpu_info"
 
 
 class NodeMonitor:
@@ -92,6 +95,7 @@ class NodeMonitor:
         monitor at once). `token` numbers this run for the controller's check-in replies."""
         context = ray.get_runtime_context()
         self._run_token, self._superseded, self._last_checkin = token, False, float("-inf")
+        self._announce_gpus()
         # Scheduled on the monotonic clock: a wall clock stepped back (NTP) would stop sampling and
         # check-ins until it caught up again. The rows are stamped with the wall clock.
         next_sample = time.monotonic()
@@ -140,6 +144,14 @@ class NodeMonitor:
         )
         self._producer.append_rows("samples", rows)  # converted and checked once per batch
         self._last_sample = now
+
+    def _announce_gpus(self) -> None:
+        """A `gpu_info` event naming the node's GPU models (NVML index -> name): samples are numbers,
+        and the price of a GPU hour is by model (`PriceTable.gpu_hour`). None on a node without."""
+        if self._gpu is not None:
+            payload = {"models": {str(index): name for index, name in self._gpu.models.items()}}
+            row = {"type": GPU_INFO, "node": self._node_ip, "payload": json.dumps(payload)}
+            self._producer.append_rows("events", [row])
 
     def _gpu_rows(self, now: float) -> list[dict]:
         return self._gpu.sample(now, self._agents) if self._gpu is not None else []

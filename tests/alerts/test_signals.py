@@ -118,6 +118,10 @@ def test_hourly_cost_prices_the_machines_running_now() -> None:
     prices = PriceTable(cpu_hour=1.0, gpu_hour={"X": 5.0}, default_gpu_hour=2.0)
     # n1: 2 cores + 2 GPUs of unknown model; n2: 1 core; n3's samples are older than the lookback.
     assert dict(_snapshot(prices=prices).signals["hourly_cost"].series) == {(): 2 * 1.0 + 2 * 2.0 + 1 * 1.0}
+    # With the monitors' gpu_info (analytics.cost.gpu_models), n1's GPUs are priced by their model.
+    settings = SignalSettings(prices=prices)
+    priced = compute_snapshot(RECENT, HEARTBEATS, SCORES, now=NOW, settings=settings, gpu_models={"n1": "Board X"})
+    assert dict(priced.signals["hourly_cost"].series) == {(): 2 * 1.0 + 2 * 5.0 + 1 * 1.0}
 
 
 def test_a_signal_that_cannot_be_computed_is_absent_with_its_reason() -> None:

@@ -15,6 +15,7 @@ from elitemon.analytics.cost import (
     PriceTable,
     best_score_change,
     budget_burn,
+    gpu_models,
     node_usage,
     return_on_investment,
     samples_processed,
@@ -373,3 +374,25 @@ def test_works_on_samples_as_the_store_returns_them() -> None:
     counters = pa.Table.from_pandas(counters_with_a_restore(), preserve_index=False)
     counters = counters.cast(SCHEMAS[TableName.SAMPLES]).to_pandas()
     assert samples_processed(counters, events_frame([exploit(4.9, "A", "B", 3, 3)])).total == pytest.approx(1000.0)
+
+
+def test_gpu_models_are_the_newest_announcement_of_each_node_by_its_commonest_board() -> None:
+    def info(seconds: float, node: str | None, payload: str) -> dict:
+        return {"ts": at(seconds), "type": "gpu_info", "node": node, "payload": payload}
+
+    def named(*models: str) -> str:
+        return json.dumps({"models": {str(i): m for i, m in enumerate(models)}})
+
+    events = pd.DataFrame(
+        [
+            info(10, "n1", named("NVIDIA A10G")),
+            info(20, "n1", named("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3")),
+            info(5, "n2", named("", "Tesla T4")),  # a board without a name is left out
+            info(30, "n2", "{not json"),  # unreadable: the newest readable one stands
+            info(40, None, named("NVIDIA L4")),  # no node: no machine to price
+            {"ts": at(50), "type": "exploit", "node": "n3", "payload": named("NVIDIA L4")},
+        ]
+    )
+    models = gpu_models(events)
+    assert models == {"n1": "NVIDIA H100 80GB HBM3", "n2": "Tesla T4"}
+    assert PriceTable(gpu_hour={"H100": 4.0, "T4": 0.5}).gpu_hour_for(models["n1"]) == 4.0  # what they are for

@@ -30,3 +30,25 @@ def test_a_failing_host_reading_still_writes_the_heartbeat(tmp_path: Path, monke
     rows = store.scan(select("samples")).to_pylist()
     assert [(r["metric"], r["value"]) for r in rows] == [("heartbeat", now)]
     store.close()
+
+
+def test_a_monitor_names_its_nodes_gpu_models_for_their_price(tmp_path: Path, monkeypatch) -> None:
+    """Samples are numbers: the models (what `PriceTable.gpu_hour` matches) go in a `gpu_info` event."""
+    import json
+    import sys
+
+    from elitemon.analytics.cost import gpu_models
+    from tests.collect.test_samplers import FakeNvml
+
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(count=2, lost=set(), processes={}))
+    store = Store(StoreConfig(data_dir=tmp_path))
+    monitor = NodeMonitor("node-a", "10.0.0.1")
+    monitor._producer.close(timeout=1)
+    monitor._producer = Producer(StoreSink(store))
+    monitor._announce_gpus()  # what each `run` does first
+    assert monitor.flush(timeout=10)
+    events = store.scan(select("events")).to_pandas()
+    assert list(events["type"]) == ["gpu_info"] and list(events["node"]) == ["10.0.0.1"]
+    assert json.loads(events["payload"][0]) == {"models": {"0": "NVIDIA A100-SXM4-80GB", "1": "NVIDIA A100-SXM4-80GB"}}
+    assert gpu_models(events) == {"10.0.0.1": "NVIDIA A100-SXM4-80GB"}
+    store.close()

@@ -83,7 +83,7 @@ def test_without_nvml_the_gpu_sampler_says_why_once():
         assert {r["metric"] for r in rows} >= {"gpu_utilization_percent", "gpu_memory_total_bytes"}
 
 
-class _FakeNvml:
+class FakeNvml:
     """NVML as the sampler calls it, for what no GPU here can show: a lost GPU, a process on two.
     `lost` are the indices whose handle cannot be opened; `processes` maps a GPU index to
     (pid, bytes) pairs."""
@@ -118,6 +118,9 @@ class _FakeNvml:
 
     nvmlDeviceGetTemperature = nvmlDeviceGetPowerUsage = nvmlDeviceGetClockInfo = nvmlDeviceGetMemoryInfo
 
+    def nvmlDeviceGetName(self, handle: int) -> bytes:
+        return b"NVIDIA A100-SXM4-80GB"  # older bindings give bytes
+
     def nvmlDeviceGetComputeRunningProcesses(self, handle: int):
         from types import SimpleNamespace
 
@@ -128,22 +131,23 @@ def test_a_gpu_that_cannot_be_opened_is_left_out_and_the_others_sampled(monkeypa
     """It raised out of `open`, and the node monitor, host metrics and heartbeat with it, never started."""
     import sys
 
-    monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml(count=3, lost={1}, processes={}))
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(count=3, lost={1}, processes={}))
     sampler, status = GpuSampler.open("10.0.0.1")
     assert sampler is not None and status == "NVML: 2 GPU(s); left out: GPU 1 (NVMLError)"
+    assert sampler.models == {0: "NVIDIA A100-SXM4-80GB", 2: "NVIDIA A100-SXM4-80GB"}
     rows = sampler.sample(1_800_000_000.0)
     assert [(r["source"], r["metric"]) for r in rows] == [
         ("10.0.0.1/gpu0", "gpu_utilization_percent"),
         ("10.0.0.1/gpu2", "gpu_utilization_percent"),
     ]
-    monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml(count=1, lost={0}, processes={}))
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(count=1, lost={0}, processes={}))
     assert GpuSampler.open("10.0.0.1") == (None, "NVML could open none of 1 GPU(s): GPU 0 (NVMLError); GPU metrics off")
 
 
 def test_an_agent_on_two_gpus_reports_its_memory_on_both_as_one_value(monkeypatch):
     import sys
 
-    on_both = _FakeNvml(count=2, lost=set(), processes={0: [(4242, 2**30)], 1: [(4242, 2 * 2**30), (7, 5)]})
+    on_both = FakeNvml(count=2, lost=set(), processes={0: [(4242, 2**30)], 1: [(4242, 2 * 2**30), (7, 5)]})
     monkeypatch.setitem(sys.modules, "pynvml", on_both)
     sampler, _ = GpuSampler.open("10.0.0.1")
     rows = [r for r in sampler.sample(1_800_000_000.0, {4242: "trial_1"}) if r["kind"] == "agent"]
