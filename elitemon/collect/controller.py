@@ -32,6 +32,7 @@ import logging
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -87,7 +88,7 @@ class MonitorController:
         self._store, self._aggregator_name, self.settings = store, aggregator_name, settings
         self._events = Producer(StoreSink(store), name="monitor-controller", max_delay_s=0.1)
         self._watched: dict[str, _Watched] = {}
-        self._trainers: OrderedDict[str, tuple[str, int]] = OrderedDict()  # agent -> (node IP, pid), oldest first
+        self._trainers = TrainerMap()
         self._tokens = itertools.count(1)  # numbers the monitors' `run`s
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -123,9 +124,10 @@ class MonitorController:
             for monitor in watched:
                 ray.cancel(monitor.run, recursive=False)  # not its check-in in flight
         handles = [w.handle for w in watched]
-        try:  # each monitor's stop (after its loop ends) stores what it sampled, then it is ended
-            ray.get([handle.stop.remote() for handle in handles], timeout=timeout_s + 5)
-        except ray.exceptions.RayError:
+        # Each monitor's stop (after its loop ends) stores what it sampled, then it is ended. All
+        # are waited for: one dead monitor must not cut the others' stop short.
+        outcomes = _each([handle.stop.remote() for handle in handles], timeout_s + 5)
+        if any(isinstance(outcome, Exception) for outcome in outcomes):
             log.warning("a node monitor did not stop cleanly; its last samples may be lost")
         for handle in handles:
             ray.kill(handle, no_restart=True)
@@ -157,24 +159,22 @@ class MonitorController:
         too) maps that process on that node to the agent, replacing the agent's earlier process (a
         reused actor moves between trials); a `trial_complete` or `trial_error` event forgets it.
         Past MAX_TRAINERS agents, the one heard from least recently is forgotten."""
-        if table == "samples" and {"kind", "metric", "source", "node", "value"} <= set(batch.schema.names):
+        if table == "samples" and {"ts", "kind", "metric", "source", "node", "value"} <= set(batch.schema.names):
             rows = _rows_where(batch, metric="pid", kind="agent")
             learned = [
-                (agent, (node, int(pid)))
-                for agent, node, pid in zip(rows["source"], rows["node"], rows["value"], strict=True)
+                (agent, (node, int(pid)), at)
+                for at, agent, node, pid in zip(rows["ts"], rows["source"], rows["node"], rows["value"], strict=True)
                 if agent and node and pid is not None and math.isfinite(pid) and pid > 0
             ]
             with self._lock:
-                for agent, trainer in learned:
-                    self._trainers[agent] = trainer
-                    self._trainers.move_to_end(agent)
-                while len(self._trainers) > MAX_TRAINERS:
-                    self._trainers.popitem(last=False)
-        elif table == "events" and {"type", "agent"} <= set(batch.schema.names):
-            ended = _rows_where(batch, type=["trial_complete", "trial_error"])["agent"]
+                for agent, trainer, at in learned:
+                    self._trainers.learn(agent, trainer, at)
+        elif table == "events" and {"ts", "type", "agent"} <= set(batch.schema.names):
+            ended = _rows_where(batch, type=["trial_complete", "trial_error"])
             with self._lock:
-                for agent in ended:
-                    self._trainers.pop(agent, None)
+                for agent, at in zip(ended["agent"], ended["ts"], strict=True):
+                    if agent:
+                        self._trainers.end(agent, at)
 
     def checkin(self, node_id: str, node_ip: str, report: dict) -> dict:
         """A monitor's check-in (`report`: last_sample, pid, run): record its heartbeat and process
@@ -185,7 +185,7 @@ class MonitorController:
             current = watched is not None and report["run"] == watched.token
             if current and report["last_sample"] is not None:
                 watched.last_heartbeat, watched.pid = report["last_sample"], report["pid"]
-            agents = {pid: agent for agent, (node, pid) in self._trainers.items() if node == node_ip}
+            agents = self._trainers.on(node_ip)
         return {"agents": agents, "keep_running": current}
 
     def flush(self, timeout_s: float = 10.0) -> bool:
@@ -198,11 +198,8 @@ class MonitorController:
                 ray.cancel(monitor.run, recursive=False)  # not its check-in in flight
                 flushed.append(monitor.handle.flush.remote(timeout_s))
                 self._start_run(monitor)
-        try:
-            monitors = ray.get(flushed, timeout=timeout_s + self.settings.sample_interval_s + 5)
-        except ray.exceptions.RayError:
-            return False
-        return all(monitors) and self._events.flush(timeout_s)
+        outcomes = _each(flushed, timeout_s + self.settings.sample_interval_s + 5)
+        return all(outcome is True for outcome in outcomes) and self._events.flush(timeout_s)
 
     def _run(self) -> None:
         try:
@@ -326,6 +323,66 @@ class MonitorController:
         payload = json.dumps({"node_id": node_id, **extra})
         self._events.write_rows("events", [{"type": kind, "node": node_ip, "payload": payload}])
         log.info("%s: %s (%s)", kind, node_ip, node_id)
+
+
+def _each(refs: Iterable[Any], timeout_s: float) -> list[Any]:
+    """Each task's result, or the exception it raised, or TimeoutError: waiting for all of them up to
+    `timeout_s` together (a `ray.get` of the list returns at the first error, the others unfinished)."""
+    refs = list(refs)
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s) if refs else ([], [])
+    done = set(ready)
+    outcomes: list[Any] = []
+    for ref in refs:
+        try:
+            outcomes.append(ray.get(ref, timeout=0) if ref in done else TimeoutError(f"not done in {timeout_s} s"))
+        except ray.exceptions.RayError as error:
+            outcomes.append(error)
+    return outcomes
+
+
+class TrainerMap:
+    """Which process (node IP, pid) trains which agent; bounded to MAX_TRAINERS agents, the one
+    heard from least recently forgotten first.
+
+    A process trains one agent at a time: learning an agent there unmaps the one before (a reused
+    actor moved on; when the new trial ends, the pid must not fall back to the old). Rows of one
+    writer reach the store in no fixed order across tables, so a result's `pid` row can be stored
+    after its trial's end: an ended agent's rows stamped before its end are ignored, later ones
+    (Tune restarting it) map it again."""
+
+    def __init__(self) -> None:
+        self._agents: OrderedDict[str, tuple[str, int]] = OrderedDict()  # oldest first
+        self._processes: dict[tuple[str, int], str] = {}
+        self._ended: OrderedDict[str, Any] = OrderedDict()  # agent -> when it ended
+
+    def learn(self, agent: str, trainer: tuple[str, int], at: Any) -> None:
+        ended = self._ended.get(agent)
+        if ended is not None:
+            if at <= ended:
+                return
+            del self._ended[agent]
+        self._unmap(self._processes.get(trainer))
+        self._unmap(agent)
+        self._agents[agent] = trainer
+        self._processes[trainer] = agent
+        while len(self._agents) > MAX_TRAINERS:
+            self._unmap(next(iter(self._agents)))
+
+    def end(self, agent: str, at: Any) -> None:
+        self._unmap(agent)
+        self._ended[agent] = max(at, self._ended.get(agent, at))
+        self._ended.move_to_end(agent)
+        while len(self._ended) > MAX_TRAINERS:
+            self._ended.popitem(last=False)
+
+    def on(self, node_ip: str) -> dict[int, str]:
+        """pid -> agent for the trainer processes on `node_ip`."""
+        return {pid: agent for agent, (node, pid) in self._agents.items() if node == node_ip}
+
+    def _unmap(self, agent: str | None) -> None:
+        trainer = self._agents.pop(agent, None) if agent is not None else None
+        if trainer is not None and self._processes.get(trainer) == agent:
+            del self._processes[trainer]
 
 
 def _rows_where(batch: pa.RecordBatch, **equal: str | list[str]) -> dict[str, list]:

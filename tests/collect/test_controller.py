@@ -225,6 +225,40 @@ def test_trainers_are_learned_from_pid_samples_replaced_forgotten_and_bounded(tm
     store.close()
 
 
+def test_a_process_trains_one_agent_and_an_ended_agents_late_rows_are_ignored(tmp_path) -> None:
+    """A reused actor's process moved from a to b: when b ended, the pid fell back to a, which no
+    longer ran there. And a result's pid row stored after its trial's end (the tables of one writer
+    reach the store in no fixed order) mapped the ended trial again, for good."""
+    from elitemon.config import StoreConfig
+    from elitemon.store import Store
+
+    store = Store(StoreConfig(data_dir=tmp_path))
+    monitoring = MonitorController(store, "aggregator", MonitorSettings())
+
+    def agents() -> dict[int, str]:
+        return monitoring.checkin("node", "10.0.0.1", {"last_sample": None, "run": None})["agents"]
+
+    def pid(agent: str, value: float, at: float) -> pa.RecordBatch:
+        return batch_from_rows("samples", [{"ts": at, "kind": "agent", "node": "10.0.0.1", "source": agent,
+                                            "metric": "pid", "value": value}])  # fmt: skip
+
+    def end(agent: str, at: float) -> pa.RecordBatch:
+        return batch_from_rows("events", [{"ts": at, "type": "trial_complete", "agent": agent, "payload": "{}"}])
+
+    monitoring.learn_trainers("samples", pid("a", 5000.0, 1.0e9))
+    monitoring.learn_trainers("samples", pid("b", 5000.0, 1.0e9 + 10))  # the actor, reused for b
+    assert agents() == {5000: "b"}
+    monitoring.learn_trainers("events", end("b", 1.0e9 + 20))
+    assert agents() == {}, "the pid fell back to a"
+
+    monitoring.learn_trainers("events", end("c", 1.0e9 + 30))
+    monitoring.learn_trainers("samples", pid("c", 6000.0, 1.0e9 + 29))  # c's last result, stored late
+    assert agents() == {}, "an ended trial was mapped again by its own last result"
+    monitoring.learn_trainers("samples", pid("c", 6001.0, 1.0e9 + 40))  # Tune restarted c: mapped again
+    assert agents() == {6001: "c"}
+    store.close()
+
+
 def test_a_new_aggregator_on_old_data_waits_to_be_asked_then_announces_nothing_twice(ray_session, tmp_path) -> None:
     from elitemon.aggregator import start_aggregator
     from elitemon.config import StoreConfig
