@@ -127,31 +127,36 @@ class Aggregator:
     @ray.method(concurrency_group="control")
     def monitored_nodes(self) -> dict[str, dict]:
         """node id -> {node_ip, last_heartbeat, pid (of its monitor)}; empty when nodes are not monitored."""
-        return {} if self._monitoring is None else self._monitoring.nodes()
+        monitoring = self._monitoring  # read once: stop_monitoring may clear it meanwhile
+        return {} if monitoring is None else monitoring.nodes()
 
     @ray.method(concurrency_group="control")
     def node_monitor(self, node_id: str) -> Any:
         """A node's NodeMonitor handle, or None."""
-        return None if self._monitoring is None else self._monitoring.monitor(node_id)
+        monitoring = self._monitoring
+        return None if monitoring is None else monitoring.monitor(node_id)
 
     @ray.method(concurrency_group="checkin")
     def monitor_checkin(self, node_id: str, node_ip: str, report: dict) -> dict:
         """A node monitor's heartbeat (`report`: last_sample, pid, run); returns which trainer process
         on its node trains which agent (`agents`), and whether its loop should go on (`keep_running`:
         not when nodes are not monitored, or the controller started another since)."""
-        if self._monitoring is None:
+        monitoring = self._monitoring
+        if monitoring is None:
             return {"agents": {}, "keep_running": False}
-        return self._monitoring.checkin(node_id, node_ip, report)
+        return monitoring.checkin(node_id, node_ip, report)
 
     @ray.method(concurrency_group="control")
     def flush_monitors(self, timeout_s: float = 10.0) -> bool:
         """Wait until every node monitor's rows and every node event so far are stored."""
-        return True if self._monitoring is None else self._monitoring.flush(timeout_s)
+        monitoring = self._monitoring
+        return True if monitoring is None else monitoring.flush(timeout_s)
 
     @ray.method(concurrency_group="control")
     def monitoring_events_stats(self) -> Any:
         """The ProducerStats of the controller's node events, or None when not monitoring."""
-        return None if self._monitoring is None else self._monitoring.events_stats()
+        monitoring = self._monitoring
+        return None if monitoring is None else monitoring.events_stats()
 
 
 def start_aggregator(

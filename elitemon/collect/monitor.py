@@ -87,6 +87,7 @@ class NodeMonitor:
         self._superseded = False  # a check-in said the controller wants another `run`, not this one
         self._aggregator: Any = None  # looked up at the first check-in (a named handle outlives restarts)
         self._checkin: Any = None  # the check-in in flight: its reply is read on a later round
+        self._checkin_token: int | None = None  # the run it was sent for
         self._last_checkin = float("-inf")
 
     def run(self, token: int) -> None:
@@ -166,7 +167,11 @@ class NodeMonitor:
                 return
             try:
                 reply = ray.get(ready[0])
-                self._agents, self._superseded = reply["agents"], not reply["keep_running"]
+                self._agents = reply["agents"]
+                # "Stop" is about the run that asked: one sent before a flush restarted the loop
+                # answers for the cancelled run, and would stop this one after a sample.
+                if self._checkin_token == self._run_token:
+                    self._superseded = not reply["keep_running"]
             except ray.exceptions.RayError as error:  # restarting, or gone: the next one may reach it
                 log.warning("node monitor on %s: check-in failed: %s", self._node_ip, error)
                 if isinstance(error, ray.exceptions.ActorDiedError):
@@ -182,3 +187,4 @@ class NodeMonitor:
             log.warning("node monitor on %s: %s", self._node_ip, error)
             return
         self._checkin = self._aggregator.monitor_checkin.remote(self._node_id, self._node_ip, report)
+        self._checkin_token = self._run_token

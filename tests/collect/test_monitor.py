@@ -52,3 +52,21 @@ def test_a_monitor_names_its_nodes_gpu_models_for_their_price(tmp_path: Path, mo
     assert json.loads(events["payload"][0]) == {"models": {"0": "NVIDIA A100-SXM4-80GB", "1": "NVIDIA A100-SXM4-80GB"}}
     assert gpu_models(events) == {"10.0.0.1": "NVIDIA A100-SXM4-80GB"}
     store.close()
+
+
+def test_a_stop_answered_to_a_cancelled_run_does_not_stop_the_next(ray_session) -> None:
+    """A flush cancels the loop and starts it again (a new run token); the reply to a check-in the
+    cancelled run sent says "stop" to that run. It stopped the new one after a sample."""
+    import ray
+
+    monitor = NodeMonitor("node-a", "10.0.0.1")
+    try:
+        monitor._run_token, monitor._last_checkin = 2, time.monotonic()  # the new run; no check-in due
+        monitor._checkin, monitor._checkin_token = ray.put({"agents": {42: "t1"}, "keep_running": False}), 1
+        monitor._check_in()
+        assert monitor._agents == {42: "t1"} and not monitor._superseded
+        monitor._checkin, monitor._checkin_token = ray.put({"agents": {}, "keep_running": False}), 2
+        monitor._check_in()
+        assert monitor._superseded, "a stop for this run stops it"
+    finally:
+        monitor.stop()
