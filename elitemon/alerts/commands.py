@@ -56,8 +56,8 @@ def add_parser(commands: Any, *, parse_duration: Callable[[str], float], add_add
     deliveries.add_argument("--receiver", help="a receiver (`ops`) or one integration (`ops/slack[0]`)")
     deliveries.add_argument("--limit", type=int, default=50)
 
-    sub.add_parser("stop", help="stop the evaluator")
-    for parser in (start, listing, silence, ack, deliveries):
+    stop = sub.add_parser("stop", help="stop the evaluator")
+    for parser in (start, listing, silence, ack, deliveries, stop):
         add_address(parser, "Ray cluster to use (default: the running one)")
     for parser in (listing, silence, ack, deliveries):
         parser.add_argument("--json", action="store_true", help="print JSON")
@@ -73,9 +73,11 @@ def run(args: argparse.Namespace, *, connect: Callable[[str | None], None]) -> i
         status = ray.get(handle.status.remote())
         print(f"alert evaluator running: {len(status['rules'])} rules every {status['interval_s']:g} s")
         return 0
+    if args.alerts_command == "list" and args.history:  # the store's: no evaluator needed
+        return _print(args, _history(args.limit))
     evaluator = _evaluator()
     if args.alerts_command == "list":
-        return _print(args, _history(args.limit) if args.history else ray.get(evaluator.alerts.remote()))
+        return _print(args, ray.get(evaluator.alerts.remote()))
     if args.alerts_command == "silence":
         return _silence(args, evaluator)
     if args.alerts_command == "ack":
@@ -151,13 +153,17 @@ def _print(args: argparse.Namespace, rows: list[dict]) -> int:
     if not rows:
         print("(none)")
     for row in rows:
-        print("  ".join(f"{key}={_short(value)}" for key, value in row.items() if value not in (None, [], {})))
+        print("  ".join(f"{key}={_short(key, value)}" for key, value in row.items() if value not in (None, [], {})))
     return 0
 
 
-def _short(value: Any) -> str:
+#: The fields of listed rows that hold epoch seconds (printed as UTC times; a value is a value).
+_TIME_FIELDS = frozenset({"active_since", "fired_at", "starts_at", "ends_at", "at", "until", "ts"})
+
+
+def _short(key: str, value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ",".join(f"{k}={v}" for k, v in value.items()) + "}"
-    if isinstance(value, float) and value > 1e9:  # epoch seconds
+    if key in _TIME_FIELDS and isinstance(value, int | float) and not isinstance(value, bool):
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
     return str(value)

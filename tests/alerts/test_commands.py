@@ -101,11 +101,25 @@ def test_commands_against_a_running_evaluator(ray_session, tmp_path: Path, capsy
         missing = _run_main(["alerts", "silence", 'agent="a1"'])
         assert missing.code == 2 and "--author and --comment" in missing.err
     finally:
-        stopped = _run_main(["alerts", "stop"])
+        stopped = _run_main(["alerts", "stop", "--address", "auto"])  # it takes --address as the others do
         assert stopped.code == 0, stopped.err
+        # The history is the store's: it is listed without an evaluator (it needed one).
+        after = _run_main(["alerts", "list", "--history", "--json"])
+        assert after.code == 0 and [h["type"] for h in json.loads(after.out)] == ["alert_firing"], after.err
         assert _run_main(["stop"]).code == 0
     gone = _run_main(["alerts", "list"])
     assert gone.code == 2 and "elitemon alerts start" in gone.err
+
+
+def test_listed_times_read_as_times_and_values_as_values(capsys) -> None:
+    """A value over 1e9 (free memory in bytes, say) was printed as a date."""
+    from argparse import Namespace
+
+    from elitemon.alerts.commands import _print
+
+    _print(Namespace(json=False), [{"alertname": "low_memory", "value": 1.5e9, "active_since": 1.5e9}])
+    printed = capsys.readouterr().out.strip()
+    assert printed == "alertname=low_memory  value=1500000000.0  active_since=2017-07-14T02:40:00Z"
 
 
 @pytest.mark.parametrize("command", [["alerts"], ["alerts", "silence", "--duration", "later"]])
