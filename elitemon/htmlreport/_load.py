@@ -64,10 +64,11 @@ def read_data_dir(data_dir: str | Path, *, start: float | None = None) -> RunTab
 
 def query_aggregator(client: Any, *, start: float | None = None) -> RunTables:
     """The tables from a running aggregator through an `elitemon.client.Client`."""
+    samples = client.samples(kind="agent", start=start, as_pandas=True)
     return RunTables(
-        samples=client.samples(kind="agent", start=start, as_pandas=True),
+        samples=samples,
         events=client.events(start=start, as_pandas=True),
-        configs=client.configs(start=start, as_pandas=True),
+        configs=_configs_of_the_run(client.configs(as_pandas=True), samples, start),
         source="the running aggregator",
     )
 
@@ -120,9 +121,20 @@ def _frames(tables: dict[TableName, list[pa.Table]], start: float | None, source
         expression = select(table, start=start, **columns).expression()
         return (data if expression is None else data.filter(expression)).to_pandas()
 
+    samples = frame(TableName.SAMPLES, kind="agent")
+    everything = pa.concat_tables(tables[TableName.CONFIGS] or [SCHEMAS[TableName.CONFIGS].empty_table()]).to_pandas()
     return RunTables(
-        samples=frame(TableName.SAMPLES, kind="agent"),
+        samples=samples,
         events=frame(TableName.EVENTS),
-        configs=frame(TableName.CONFIGS),
+        configs=_configs_of_the_run(everything, samples, start),
         source=source,
     )
+
+
+def _configs_of_the_run(configs: pd.DataFrame, samples: pd.DataFrame, start: float | None) -> pd.DataFrame:
+    """The hyperparameter rows of the agents in `samples`, from before `start` too. Configs are state,
+    written at a trial's start and at its exploits: cut at `start` like samples and events, most
+    agents would have none (diversity and importance read from the few exploited since)."""
+    if start is None or configs.empty:
+        return configs
+    return configs[configs["agent"].isin(set(samples["source"].astype(str)))].reset_index(drop=True)

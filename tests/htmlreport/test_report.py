@@ -320,6 +320,9 @@ def test_data_directory_is_read_in_place_while_a_store_holds_it(tmp_path):
         assert set(run.samples["kind"]) == {"agent"}
         later = read_data_dir(tmp_path, start=T0 + 35)  # generations 4 on (ts 10 g + 0.1 i)
         assert sorted(set(later.samples["generation"])) == [4, 5, 6, 7, 8]
+        # Configs are state, written at a trial's start: each agent's are kept from before the start.
+        assert set(later.configs["agent"]) == set(later.samples["source"]) == set(run.configs["agent"])
+        assert (later.configs["ts"] < pd.Timestamp(T0 + 35, unit="s", tz="UTC")).any()
         assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == files  # nothing written
     finally:
         store.close()
@@ -381,5 +384,5 @@ def test_an_aggregator_is_asked_for_agent_samples_only():
     assert client.calls == [
         ("samples", {"kind": "agent", "start": 5.0, "as_pandas": True}),
         ("events", {"start": 5.0, "as_pandas": True}),
-        ("configs", {"start": 5.0, "as_pandas": True}),
+        ("configs", {"as_pandas": True}),  # state: from before the start too, then the run's agents
     ]
