@@ -87,6 +87,11 @@ def parse_count(text: str) -> int:
     return value
 
 
+#: How `parse_time` reads a time, for the help texts: an ISO time without an offset would be local
+#: time to ISO 8601, and is UTC here, as the store's times are.
+_TIME_FORMS = "epoch seconds, or ISO 8601; without an offset, UTC"
+
+
 def parse_time(text: str) -> float:
     """Epoch seconds from epoch seconds or an ISO 8601 time (UTC unless it says otherwise)."""
     try:
@@ -148,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
         query.add_argument(flag, dest=name, action="append", help=f"{name} to keep (repeatable)")
     since_or_start = query.add_mutually_exclusive_group()
     since_or_start.add_argument("--since", type=parse_duration, help="only the last DURATION (e.g. 10m)")
-    since_or_start.add_argument("--start", type=parse_time, help="from this time (epoch seconds or ISO 8601)")
-    query.add_argument("--end", type=parse_time, help="until this time (exclusive)")
+    since_or_start.add_argument("--start", type=parse_time, help=f"from this time ({_TIME_FORMS})")
+    query.add_argument("--end", type=parse_time, help=f"until this time, exclusive ({_TIME_FORMS})")
     query.add_argument("--generation", type=parse_generations, help="one generation or LOW:HIGH")
     query.add_argument("--step", type=parse_duration, help="downsample samples to this step (e.g. 30s)")
     aggregations = [a.value for a in Aggregation]
@@ -177,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="report.html", help="the HTML file to write (default: report.html)")
     report.add_argument("--metric", help="the score metric (default: mean_return, or the one agent metric it can be)")
     report.add_argument("--target", type=float, help="score that counts as solved: adds target achievement")
-    report.add_argument("--start", type=parse_time, help="only rows from this time on (epoch seconds or ISO 8601)")
+    report.add_argument("--start", type=parse_time, help=f"only rows from this time on ({_TIME_FORMS})")
 
     bench = commands.add_parser("bench", help="run the benchmark suite, scored (benchmarks/run_suite.py)")
     from elitemon.bench.suite import add_arguments as add_bench_arguments  # light: the suite loads when run

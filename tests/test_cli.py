@@ -317,3 +317,11 @@ def test_console_script_is_installed() -> None:
     assert result.stdout.startswith("usage: elitemon")
     for command in ("start", "status", "stop", "query"):
         assert command in result.stdout
+
+
+@pytest.mark.parametrize(("command", "flags"), [(["query", "samples"], 2), (["report"], 1)])
+def test_time_flags_say_how_a_time_without_an_offset_is_read(command: list[str], flags: int, capsys) -> None:
+    """ISO 8601 reads such a time as local; these flags read it as UTC, and now say so."""
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    assert " ".join(capsys.readouterr().out.split()).count("without an offset, UTC") == flags
