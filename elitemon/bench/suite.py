@@ -561,19 +561,22 @@ def execute(
     from elitemon.client import Client
     from elitemon.config import StoreConfig
 
+    if json_path is not None and not json_path.parent.is_dir():  # before minutes of benchmarks, not after
+        raise FileNotFoundError(f"--json: no directory {str(json_path.parent)!r} to write {json_path.name} in")
     store = StoreConfig(data_dir=data_dir) if data_dir else StoreConfig()
     handle = start_aggregator(store, name=aggregator_name, namespace=namespace)  # held: lives through the run
     suite = run_suite(settings, aggregator_name=aggregator_name, namespace=namespace, data_dir=data_dir, out=out)
     out(render(suite))
-    if json_path is not None:
-        json_path.write_text(json.dumps(suite.to_json(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        out(f"JSON written to {json_path}")
+    # Stored first: a JSON file that cannot be written must not cost the stored results.
     producer = Client(handle, name=aggregator_name).producer(name="bench-suite")
     samples, events = store_rows(suite, ts=time.time(), node=ray.util.get_node_ip_address())
     producer.write_rows("samples", samples)
     producer.write_rows("events", events)
     if not producer.close(timeout=60):
         raise RuntimeError(f"the results were not all stored: {producer.stats().last_error}")
+    if json_path is not None:
+        json_path.write_text(json.dumps(suite.to_json(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        out(f"JSON written to {json_path}")
     out(f"stored: {len(samples)} bench samples and a bench_result event (aggregator {aggregator_name!r})")
     return suite
 

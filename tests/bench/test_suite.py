@@ -216,3 +216,11 @@ def test_the_suite_runs_end_to_end_on_the_cpu(ray_session, aggregator_name: str,
         assert "holomorphic-cpu0" in workers, "the workers reported while they ran"
     finally:
         ray.kill(handle, no_restart=True)
+
+
+def test_a_json_path_in_a_missing_directory_is_refused_before_the_suite_runs(tmp_path) -> None:
+    """It failed after the whole suite, and took the results with it (they were stored after)."""
+    from elitemon.bench.suite import execute
+
+    with pytest.raises(FileNotFoundError, match="--json: no directory .*missing"):
+        execute(SuiteSettings(), json_path=tmp_path / "missing" / "suite.json")  # nothing started: no Ray needed
