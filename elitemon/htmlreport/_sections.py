@@ -400,6 +400,11 @@ def get_score_info(
     scores = agent_scores(samples, metric=metric)
     progress = progress_from_scores(scores)  # the complete generations, which both forecasts start from
     forecast, note = _forecast(progress, target)
+    if forecast is not None and forecast.goal == "target" and len(scores) and scores["score"].max() >= target:
+        # A reported score has met it, in a generation not every agent has reached yet: the
+        # forecast of the complete generations would put the crossing still ahead, and the
+        # header says it was reached.
+        forecast = forecast._replace(remaining=0, remaining_low=0, remaining_high=0)
     agents_forecast, agents_note = _agents_forecast(scores, progress, events, target, forecast)
     return ScoreInfo(
         metric=metric,

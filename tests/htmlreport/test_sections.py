@@ -184,6 +184,20 @@ def test_forecast_starts_at_the_last_generation_and_runs_past_it():
     assert flat.expected == pytest.approx(tuple(curve.expected(np.array(flat.generations, dtype=float))))
 
 
+def test_a_target_met_in_a_generation_not_yet_complete_is_reached_in_the_forecast_too():
+    """One agent of a live run reported generation 13 above the target: the header said it was
+    reached, the forecast (of the complete generations, up to 12) that it was still ahead."""
+    rows = [
+        sample(agent, g, "mean_return", 10 - 9 * 0.8**g + 0.1 * AGENTS.index(agent) + 0.3 * (-1) ** g)
+        for agent in AGENTS
+        for g in range(1, 13)
+    ]
+    rows.append(sample(AGENTS[0], 13, "mean_return", 10.6))
+    score = get_score_info(store_frame("samples", rows), NO_EVENTS, metric="mean_return", target=10.5)
+    assert score.forecast is not None and score.forecast.generations[0] == 12
+    assert (score.forecast.remaining, score.forecast.remaining_low, score.forecast.remaining_high) == (0, 0, 0)
+
+
 def test_the_mean_forecast_follows_the_mean_scores_trend_and_exploits_draw_the_agents_to_it():
     rows = [
         sample(agent, g, "mean_return", 10 - 9 * 0.8**g + AGENTS.index(agent)) for agent in AGENTS for g in range(1, 13)
