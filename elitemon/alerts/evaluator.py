@@ -125,6 +125,11 @@ class AlertEvaluator:
                 self._stats["failed_evaluations"] += 1
                 self._stats["last_error"] = repr(error)
                 log.exception("alert evaluation failed")
+                # A round that waited QUERY_TIMEOUT_S (past the next evaluation) still sends what is
+                # due, and the next round waits an interval: else failed rounds would follow one
+                # another, and no due notification would go out while the aggregator hangs.
+                next_evaluation = max(next_evaluation, time.time() + self._interval_s)
+                self._flush_quietly()
             due = self._service.router.next_due()
             wake_at = next_evaluation if due is None else min(next_evaluation, due)
             self._wake.wait(max(0.0, wake_at - time.time()))
@@ -149,6 +154,12 @@ class AlertEvaluator:
             "changes": [_change_row(change) for change in evaluation.changes],
             "notifications": len(sent),
         }
+
+    def _flush_quietly(self) -> None:
+        try:
+            self.flush_now()
+        except Exception:
+            log.exception("sending due notifications failed")
 
     def flush_now(self) -> int:
         """Send the notifications that are due now; returns how many."""

@@ -271,3 +271,27 @@ def test_a_restarted_evaluator_does_not_notify_what_it_had_notified(aggregator_h
         assert second.status()["notifications"] == 0, "the restart notified the same alert again"
     finally:
         second.stop()
+
+
+def test_due_notifications_go_out_while_the_aggregator_hangs(
+    aggregator_handle, aggregator_name: str, monkeypatch
+) -> None:
+    """Each failed round ended past the next evaluation's time, so failed rounds followed one another
+    and the loop never got to send what was due."""
+    import ray
+
+    from elitemon.alerts import evaluator as evaluator_module
+
+    monkeypatch.setattr(evaluator_module, "QUERY_TIMEOUT_S", 0.5)  # over the 200 ms interval, as 30 s is over 15 s
+    rules = RULES + "route: {receiver: ops, group_wait: 2s, repeat_interval: 1h}\nreceivers: [{name: ops}]\n"
+    _write_loss(aggregator_name, 9.0)
+    evaluator = evaluator_module.AlertEvaluator(zlib.compress(rules.encode()), aggregator_name=aggregator_name)
+    silent = ray.remote(_SilentAggregator).options(max_concurrency=8).remote()
+    try:
+        wait_for(lambda: [a["state"] for a in evaluator.alerts()] == ["firing"], what="the alert to fire")
+        evaluator._aggregator = silent  # before its group_wait ends: the notification comes due in the hang
+        wait_for(lambda: evaluator.status()["failed_evaluations"] >= 2, what="rounds failing on the hung aggregator")
+        wait_for(lambda: evaluator.status()["notifications"] == 1, timeout_s=15, what="the due notification")
+    finally:
+        evaluator.stop()
+        ray.kill(silent)
