@@ -413,6 +413,10 @@ class Producer:
                 return
             if outgoing.batch is None:
                 continue
+            if outgoing.spill_path is not None:  # read back for a send that failed: its file is still there
+                outgoing.batch = None
+                self._memory_bytes -= outgoing.nbytes
+                continue
             if self._spill_bytes + outgoing.nbytes > self._max_spill_bytes:
                 self._last_spill_error = f"the spill budget, max_spill_bytes={self._max_spill_bytes}, is spent"
                 self._counts["spill_failures"] += 1

@@ -489,6 +489,26 @@ def test_the_spill_has_a_budget_past_which_writes_are_refused(store: Store, make
     assert producer.write_rows("samples", _rows(10, first=accepted)) == 10  # the budget is free again
 
 
+def test_a_batch_read_back_for_a_failed_send_is_not_counted_twice_against_the_spill(
+    store: Store, make_producer, tmp_path: Path
+) -> None:
+    """A spilled batch read back for a send that failed went back to the queue and was spilled again,
+    its bytes counted twice: the budget looked spent with the files well under it."""
+    batch_bytes = batch_from_rows("samples", _rows(1)).nbytes
+    sink = SwitchableSink(store)
+    producer = make_producer(
+        sink, max_batch_rows=1, max_unacked_bytes=1, max_in_flight=1, spill_dir=tmp_path / "spill",
+        max_spill_bytes=12 * batch_bytes,
+    )  # fmt: skip
+    for first in range(10):  # ten batches on disk, each read back and retried in turn meanwhile
+        assert producer.write_rows("samples", _rows(1, first=first)) == 1
+        wait_for(lambda: sink.refused >= 2 * (first + 1), what="the sender to retry the batch it read back")  # noqa: B023
+    assert producer.stats().spill_failures == 0
+    sink.up.set()
+    assert producer.flush(timeout=10)
+    assert _generations(store) == list(range(10))
+
+
 def test_a_full_producer_that_drops_counts_what_it_drops(store: Store, make_producer, tmp_path: Path) -> None:
     """For writers that must not stop what they watch (a Tune run, a training loop, a node monitor):
     past both budgets, rows are dropped and counted, not raised."""
