@@ -8,6 +8,7 @@ em.latest(kind="node", as_pandas=True)         # pandas DataFrame
 
 from __future__ import annotations
 
+import numbers
 import os
 import re
 import socket
@@ -159,7 +160,7 @@ class Client:
 
     def events(self, *, limit: int | None = None, as_pandas: bool = False, **filters: Any) -> Any:
         """Events (filter by `type`, `agent`, `node`, …), oldest first; `limit` keeps the newest."""
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 0):
             raise ValueError(f"limit: expected a whole number >= 0 or None, got {limit!r}")
         return _result(self._handle.rows.remote(select("events", **filters), limit), as_pandas)
 

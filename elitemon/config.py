@@ -91,6 +91,8 @@ class StoreConfig:
             ("max_future_s", seconds, False),
         ):
             value = getattr(self, name)
+            if kind is numbers.Integral and isinstance(value, float) and value.is_integer():
+                object.__setattr__(self, name, value := int(value))  # 2e9 bytes is a whole number
             if not (value is None and optional) and (isinstance(value, bool) or not isinstance(value, kind)):
                 raise ValueError(f"{name} must be {what}, but got {value!r}.")
         if self.memory_budget_bytes < MIN_MEMORY_BUDGET_BYTES:

@@ -19,6 +19,7 @@ import math
 import socket
 import threading
 from collections.abc import Mapping
+from decimal import Decimal
 from numbers import Real
 from typing import Any
 
@@ -157,9 +158,9 @@ def config_rows(agent_id: str, generation: int | None, config: Mapping[str, Any]
 
 
 def _real(value: Any) -> float | None:
-    """`value` as a float when it is a real number, Python's or NumPy's; None for anything else: a
+    """`value` as a float when it is a real number, Python's, NumPy's or a Decimal; None for anything else: a
     bool (an int to Python, and no quantity), a complex number, text."""
-    return float(value) if isinstance(value, Real) and not isinstance(value, bool) else None
+    return float(value) if isinstance(value, Real | Decimal) and not isinstance(value, bool) else None
 
 
 def _this_node() -> str:

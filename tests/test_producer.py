@@ -502,7 +502,8 @@ def test_a_batch_read_back_for_a_failed_send_is_not_counted_twice_against_the_sp
     )  # fmt: skip
     for first in range(10):  # ten batches on disk, each read back and retried in turn meanwhile
         assert producer.write_rows("samples", _rows(1, first=first)) == 1
-        wait_for(lambda: sink.refused >= 2 * (first + 1), what="the sender to retry the batch it read back")  # noqa: B023
+        retried = 2 * (first + 1)
+        wait_for(lambda retried=retried: sink.refused >= retried, what="the sender to retry the batch it read back")
     assert producer.stats().spill_failures == 0
     sink.up.set()
     assert producer.flush(timeout=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +35,11 @@ def test_report_writes_numeric_metrics_and_the_config(tmp_path: Path) -> None:
             "bad": float("nan"),
             "env_runners": {"episode_return_mean": 5.0, "module": {"loss": 0.25, "name": "x"}},
             "phase": np.complex64(1 + 2j),  # not a real number: skipped (float() of it raised TypeError)
+            "tokens": Decimal("2.5"),
         },
         config={"lr": 0.01, "optimizer": "adam"},
     )
-    assert accepted == 4  # bools, strings and NaN are not samples; nested results are, named as Tune names them
+    assert accepted == 5  # bools, strings and NaN are not samples; nested results are, named as Tune names them
     assert reporter.producer.flush(timeout=10)
     samples = store.scan(select("samples")).to_pylist()
     assert {(r["source"], r["generation"], r["metric"], r["value"], r["node"]) for r in samples} == {
@@ -45,6 +47,7 @@ def test_report_writes_numeric_metrics_and_the_config(tmp_path: Path) -> None:
         ("agent-3", 7, "episodes", 40.0, "10.0.0.9"),
         ("agent-3", 7, "env_runners/episode_return_mean", 5.0, "10.0.0.9"),
         ("agent-3", 7, "env_runners/module/loss", 0.25, "10.0.0.9"),
+        ("agent-3", 7, "tokens", 2.5, "10.0.0.9"),
     }
     configs = {r["param"]: (r["value"], r["text"]) for r in store.scan(select("configs")).to_pylist()}
     assert configs == {"lr": (0.01, "0.01"), "optimizer": (None, "adam")}

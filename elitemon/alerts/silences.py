@@ -119,6 +119,7 @@ class SilenceStore:
         starts_at = now if starts_at is None else starts_at
         if ends_at <= max(starts_at, now):
             raise ValueError(f"a new silence must end after it starts and in the future, got {ends_at=}")
+        _check_length("a silence", created_by=created_by, comment=comment)
         silence = Silence(uuid.uuid4().hex, tuple(matchers), starts_at, ends_at, created_by, comment)
         with self._lock:
             self._forget_old(now)
@@ -211,6 +212,7 @@ class AckStore:
 
     def acknowledge(self, fingerprint: str, by: str, comment: str, until: float | None = None) -> Acknowledgement:
         """Acknowledge the alert instance with this fingerprint now, replacing an earlier one."""
+        _check_length("an acknowledgement", by=by, comment=comment)
         ack = Acknowledgement(fingerprint, by, comment, at=self._clock(), until=until)
         self.restore(ack)
         return ack
@@ -366,13 +368,18 @@ def muter(*, silences: SilenceStore | None = None, inhibitor: Inhibitor | None =
     return mute
 
 
-#: The longest author or comment: each silence and acknowledgement is stored as an event, whose
-#: payload the store caps at 1 MiB; one over it would be in force and yet lost at a restart.
+#: The longest author or comment of a new silence or acknowledgement: each is stored as an event,
+#: whose payload the store caps at 1 MiB; one over it would be in force and yet lost at a restart.
+#: (Not checked on one read back from the store: it was stored, and must not be lost now.)
 MAX_TEXT_CHARS = 10_000
 
 
 def _check_text(what: str, name: str, value: object) -> None:
     if not str(value).strip():
         raise ValueError(f"{what} needs a non-empty {name}, got {value!r}")
-    if len(str(value)) > MAX_TEXT_CHARS:
-        raise ValueError(f"{what}'s {name} is {len(str(value)):,} characters, over {MAX_TEXT_CHARS:,}")
+
+
+def _check_length(what: str, **texts: object) -> None:
+    for name, value in texts.items():
+        if len(str(value)) > MAX_TEXT_CHARS:
+            raise ValueError(f"{what}'s {name} is {len(str(value)):,} characters, over {MAX_TEXT_CHARS:,}")

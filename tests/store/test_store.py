@@ -531,6 +531,7 @@ def test_config_bounds_are_checked(tmp_path):
             ValueError, match=f"{name} must be a whole number"
         ):  # was blamed on seal_bytes, or a TypeError
             make_config(tmp_path, **{name: value})
+    assert make_config(tmp_path, memory_budget_bytes=2e9).memory_budget_bytes == 2_000_000_000  # whole, if a float
     with pytest.raises(ValueError, match="seal_age_s must be a number of seconds"):
         make_config(tmp_path, seal_age_s=None)
 
