@@ -93,19 +93,19 @@ class StoreConfig:
             value = getattr(self, name)
             if kind is numbers.Integral and isinstance(value, float) and value.is_integer():
                 object.__setattr__(self, name, value := int(value))  # 2e9 bytes is a whole number
-            if not (value is None and optional) and (isinstance(value, bool) or not isinstance(value, kind)):
+            if value is None and optional:
+                continue
+            if isinstance(value, bool) or not isinstance(value, kind):
                 raise ValueError(f"{name} must be {what}, but got {value!r}.")
+            if not math.isfinite(value):
+                keep = " (None keeps data forever)" if name == "retention_s" else ""
+                raise ValueError(f"{name} must be a finite number of seconds{keep}, but got {value!r}.")
         if self.memory_budget_bytes < MIN_MEMORY_BUDGET_BYTES:
             raise ValueError(f"memory_budget_bytes must be at least 16 MiB, but got {self.memory_budget_bytes=}.")
         if not 0 < self.seal_threshold_bytes <= self.memory_budget_bytes // 2:
             raise ValueError(
                 f"seal_bytes must be positive and at most half the memory budget, but got {self.seal_bytes=}."
             )
-        for name in ("seal_age_s", "fsync_interval_s", "retention_s", "max_future_s"):
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
-                keep = " (None keeps data forever)" if name == "retention_s" else ""
-                raise ValueError(f"{name} must be a finite number of seconds{keep}, but got {value!r}.")
         if self.seal_age_s <= 0:
             raise ValueError(f"seal_age_s must be positive, but got {self.seal_age_s=}.")
         if self.fsync_interval_s <= 0:

@@ -280,7 +280,9 @@ class AlertEvaluator:
             recent, heartbeats, scores, now=now, settings=settings, wanted=wanted, gpu_models=models
         )
 
-    def _rows(self, selection, deadline: float) -> pd.DataFrame:
+    def _rows(self, selection, deadline: float | None = None) -> pd.DataFrame:
+        """The selected rows, waiting until `deadline` (time.monotonic()) or QUERY_TIMEOUT_S from now."""
+        deadline = time.monotonic() + QUERY_TIMEOUT_S if deadline is None else deadline
         return ray.get(self._aggregator.rows.remote(selection), timeout=_left(deadline)).to_pandas()
 
     def _latest(self, selection, deadline: float) -> pd.DataFrame:
@@ -326,7 +328,7 @@ class AlertEvaluator:
     def _replay(self, kind: str, restore: Callable[[dict], None]) -> None:
         """`restore` each `kind` event's payload (the stores resolve their order). One that cannot be
         read (not written by this actor) is logged and skipped: it must not stop the restart."""
-        for payload in self._rows(select("events", type=kind), time.monotonic() + QUERY_TIMEOUT_S)["payload"]:
+        for payload in self._rows(select("events", type=kind))["payload"]:
             try:
                 restore(json.loads(payload))
             except (TypeError, ValueError, KeyError):
@@ -337,7 +339,7 @@ class AlertEvaluator:
         and acknowledgements as last recorded (see the module docstring)."""
         self._replay(SILENCE, lambda record: self._service.silences.restore(Silence(**record)))
         self._replay(ACKNOWLEDGED, lambda record: self._service.acks.restore(Acknowledgement(**record)))
-        events = self._rows(select("events", type=[FIRING, RESOLVED]), time.monotonic() + QUERY_TIMEOUT_S)
+        events = self._rows(select("events", type=[FIRING, RESOLVED]))
         last: dict[str, dict] = {}
         for kind, payload in zip(events["type"], events["payload"], strict=True):
             record = json.loads(payload)
